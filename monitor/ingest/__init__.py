@@ -1,0 +1,1 @@
+"""Feed ingestion: fetching feeds over HTTP, parsing them and deciding when each is due."""
