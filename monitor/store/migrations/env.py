@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from alembic import context
+from sqlmodel import SQLModel
+
+import monitor.store.models  # noqa: F401  (registers the tables)
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=SQLModel.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things in place
+    compare_type=True,
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,93 @@
+"""Tables. Policy about feeds (when to poll, backoff) lives in monitor.ingest.policy; these are the facts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+from monitor.store.types import UTCDateTime, utcnow
+
+
+def _dt(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+class Feed(SQLModel, table=True):
+    id: str = Field(primary_key=True, max_length=64)
+    url: str = Field(max_length=2048)  # current address; a 301/308 moves it
+    config_url: str = Field(max_length=2048)  # as configured, so an edited config wins over an old redirect
+    title: str | None = Field(default=None, max_length=500)
+    site_url: str | None = Field(default=None, max_length=2048)
+    language: str | None = Field(default=None, max_length=8)
+    country: str | None = Field(default=None, max_length=2)
+    tags: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    interval: float | None = None  # seconds; None = adaptive
+    enabled: bool = True
+    origin: str = Field(default="config", max_length=16)  # config | cli
+    removed: bool = False  # `feeds remove` on a configured feed: kept with its items, no longer polled
+
+    # polling state
+    etag: str | None = Field(default=None, max_length=1024)
+    last_modified: str | None = Field(default=None, max_length=256)
+    body_hash: str | None = Field(default=None, max_length=64)
+    last_fetch_at: datetime | None = _dt()
+    last_success_at: datetime | None = _dt()
+    last_full_fetch_at: datetime | None = _dt()
+    last_new_item_at: datetime | None = _dt()
+    next_check_at: datetime | None = _dt(index=True)
+    last_outcome: str | None = Field(default=None, max_length=32)  # ok | not_modified | unchanged | error
+    last_status: int | None = None
+    error_kind: str | None = Field(default=None, max_length=32)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    last_error_at: datetime | None = _dt()
+    error_count: int = 0  # consecutive failures; rate limiting is not counted
+    muted: bool = False
+    mute_reason: str | None = Field(default=None, sa_column=Column(Text))
+    publish_interval: float | None = None  # seconds between posts, estimated from entry dates
+    ttl: float | None = None  # seconds, from <ttl> or Cache-Control
+    items_total: int = 0
+    lease_owner: str | None = Field(default=None, max_length=128)
+    lease_until: datetime | None = _dt()
+    created_at: datetime = Field(default_factory=utcnow, sa_column=Column(UTCDateTime(), nullable=False))
+
+
+class Item(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    feed_id: str = Field(max_length=64, index=True)  # the feed it first came from
+    url: str | None = Field(default=None, max_length=2048)  # canonical
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    text: str = Field(default="", sa_column=Column(Text, nullable=False))
+    html: str = Field(default="", sa_column=Column(Text, nullable=False))
+    author: str | None = Field(default=None, max_length=500)
+    language: str | None = Field(default=None, max_length=8)
+    published: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    published_estimated: bool = False
+    fetched: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    updated: datetime | None = _dt()
+    content_hash: str = Field(max_length=64, index=True)
+    hash_updates: int = 0
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    matches: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    rules_version: str | None = Field(default=None, max_length=64)
+    incident_id: int | None = Field(default=None, index=True)
+    pruned: bool = False  # text dropped by retention; identity kept so it is not ingested again
+
+    __table_args__ = (Index("ix_item_url", "url", unique=True),)
+
+
+class ItemSource(SQLModel, table=True):
+    """One entry of one feed. The same story in two feeds is one Item with two sources."""
+
+    __tablename__ = "item_source"
+    id: int | None = Field(default=None, primary_key=True)
+    item_id: int = Field(foreign_key="item.id", index=True)
+    feed_id: str = Field(foreign_key="feed.id", max_length=64)
+    entry_key: str = Field(max_length=1100)
+    url: str | None = Field(default=None, max_length=2048)  # the link as that feed gave it (canonical)
+    first_seen: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
+
+    __table_args__ = (UniqueConstraint("feed_id", "entry_key", name="uq_item_source_feed_entry"),)
