@@ -6,6 +6,7 @@ Pure functions over plain values, so every rule can be tested without a network 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ def estimate_publish_interval(dates: Iterable[datetime], keep: int = 20) -> floa
     ordered = sorted(set(dates), reverse=True)[:keep]
     if len(ordered) < 3:
         return None
-    gaps = [(a - b).total_seconds() for a, b in zip(ordered, ordered[1:], strict=False)]
+    gaps = [(a - b).total_seconds() for a, b in itertools.pairwise(ordered)]
     gaps = [g for g in gaps if g > 0]
     return statistics.median(gaps) if gaps else None
 
