@@ -1,0 +1,387 @@
+"""One polling cycle: pick the due feeds, fetch them concurrently, parse, store each feed in one transaction.
+
+The pipeline is storage -> fetch -> parse -> decide -> store. Network I/O runs on the event loop; parsing and
+the database write of each feed run on one worker thread, so fetches keep flowing while a feed is stored and
+writes never interleave (SQLite has one writer anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, or_
+from sqlmodel import Session, col, select
+
+from monitor.config.load import Config
+from monitor.config.models import PollingSettings
+from monitor.errors import ParseError
+from monitor.ingest import policy
+from monitor.store.engine import session_scope
+from monitor.store.feeds import sync_feeds
+from monitor.store.items import ClassifierLike, store_entries
+from monitor.store.models import Feed
+from monitor.store.types import utcnow
+
+
+@dataclass
+class FeedResult:
+    feed: str
+    url: str
+    outcome: str  # ok | not_modified | unchanged | error
+    status: int | None = None
+    error_kind: str | None = None
+    error: str | None = None
+    warning: str | None = None
+    new: int = 0
+    updated: int = 0
+    linked: int = 0
+    entries: int = 0
+    elapsed: float = 0.0
+    next_check_at: datetime | None = None
+    new_item_ids: list[int] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("new_item_ids")
+        data["next_check_at"] = self.next_check_at.isoformat() if self.next_check_at else None
+        return data
+
+
+@dataclass
+class PollReport:
+    started: datetime
+    finished: datetime | None = None
+    results: list[FeedResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[FeedResult]:
+        return [r for r in self.results if r.outcome == "error"]
+
+    def counts(self) -> dict[str, int]:
+        out = {"feeds": len(self.results), "ok": 0, "not_modified": 0, "unchanged": 0, "error": 0}
+        for r in self.results:
+            out[r.outcome] = out.get(r.outcome, 0) + 1
+        out["new_items"] = sum(r.new for r in self.results)
+        out["updated_items"] = sum(r.updated for r in self.results)
+        out["linked_items"] = sum(r.linked for r in self.results)
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "summary": self.counts(),
+            "feeds": [r.to_json() for r in self.results],
+        }
+
+
+def allow_private(config: Config) -> bool:
+    return (
+        config.settings.http.allow_private_networks or os.environ.get("MONITOR_ALLOW_PRIVATE_NETWORKS") == "1"
+    )
+
+
+def claim_feeds(
+    session: Session,
+    *,
+    now: datetime,
+    feed_ids: Sequence[str] | None = None,
+    ignore_schedule: bool = False,
+    worker: str | None = None,
+    lease_seconds: float = 900,
+    limit: int | None = None,
+) -> list[Feed]:
+    """The feeds to poll now, oldest check first, leased to `worker` so no other worker polls them meanwhile.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED while the lease is written, so workers racing for the
+    same due feeds each get a different share.
+    """
+    q = select(Feed).where(col(Feed.removed).is_(False))
+    if feed_ids:
+        q = q.where(col(Feed.id).in_(list(feed_ids)))  # named feeds are polled even if muted or not due
+    else:
+        q = q.where(col(Feed.enabled).is_(True), col(Feed.muted).is_(False))
+        if not ignore_schedule:
+            q = q.where(or_(col(Feed.next_check_at).is_(None), col(Feed.next_check_at) <= now))
+    q = q.where(or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now))
+    q = q.order_by(col(Feed.next_check_at).asc().nulls_first(), col(Feed.id))
+    if limit:
+        q = q.limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    feeds = list(session.exec(q).all())
+    if worker:
+        for f in feeds:
+            f.lease_owner, f.lease_until = worker, now + timedelta(seconds=lease_seconds)
+            session.add(f)
+    return feeds
+
+
+def _ttl(result: Any, parsed_ttl_minutes: int | None) -> float | None:
+    values = []
+    max_age = getattr(result, "cache_control_max_age", None)
+    if max_age:
+        values.append(float(max_age))
+    if parsed_ttl_minutes:
+        values.append(parsed_ttl_minutes * 60.0)
+    return max(values) if values else None
+
+
+class Poller:
+    """Owns what one cycle needs: the engine, the settings, the classifier, the write thread."""
+
+    def __init__(self, engine: Engine, config: Config, classifier: ClassifierLike | None = None) -> None:
+        self.engine = engine
+        self.config = config
+        self.classifier = classifier
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-store")
+
+    def close(self) -> None:
+        self._writer.shutdown(wait=True)
+
+    @property
+    def polling(self) -> PollingSettings:
+        return self.config.settings.polling
+
+    def sync(self) -> None:
+        with session_scope(self.engine) as s:
+            sync_feeds(s, self.config.feeds)
+
+    async def run(
+        self,
+        *,
+        feed_ids: Sequence[str] | None = None,
+        ignore_schedule: bool = False,
+        worker: str | None = None,
+        limit: int | None = None,
+        on_start: Callable[[int], None] | None = None,
+        on_result: Callable[[FeedResult], None] | None = None,
+        now_fn: Callable[[], datetime] = utcnow,
+    ) -> PollReport:
+        from monitor.ingest.fetch import Fetcher, FetchLimits, FetchRequest
+
+        report = PollReport(started=now_fn())
+        with session_scope(self.engine) as s:
+            feeds = claim_feeds(
+                s,
+                now=report.started,
+                feed_ids=feed_ids,
+                ignore_schedule=ignore_schedule,
+                worker=worker,
+                limit=limit,
+            )
+            snapshot = {f.id: f.model_copy() for f in feeds}
+        if on_start:
+            on_start(len(snapshot))
+        if not snapshot:
+            report.finished = now_fn()
+            return report
+        http = self.config.settings.http
+        limits = FetchLimits(
+            max_concurrency=http.max_concurrency,
+            per_host=http.per_host,
+            connect_timeout=http.connect_timeout,
+            total_timeout=http.total_timeout,
+            max_bytes=http.max_bytes,
+            max_decompressed=http.max_decompressed_bytes,
+            max_redirects=http.max_redirects,
+            user_agent=http.user_agent,
+            allow_private=allow_private(self.config),
+        )
+        by_url: dict[str, list[Feed]] = {}
+        requests = []
+        forced: set[str] = set()
+        for f in snapshot.values():
+            full = policy.wants_full_fetch(f.last_full_fetch_at, report.started, self.polling)
+            if full:
+                forced.add(f.id)
+            if f.url in by_url:  # two feed ids with one address: fetch once, store for both
+                by_url[f.url].append(f)
+                continue
+            by_url[f.url] = [f]
+            requests.append(
+                FetchRequest(
+                    url=f.url,
+                    etag=None if full else f.etag,
+                    last_modified=None if full else f.last_modified,
+                    force_full=full,
+                )
+            )
+        loop = asyncio.get_running_loop()
+        pending: list[asyncio.Future[list[FeedResult]]] = []
+
+        async with Fetcher(limits) as fetcher:
+            async for fetched in fetcher.fetch_many(requests):
+                fut = loop.run_in_executor(
+                    self._writer, self._process, by_url.get(fetched.url, []), fetched, forced, now_fn
+                )
+                if on_result:
+                    fut.add_done_callback(
+                        lambda f: [on_result(r) for r in f.result()] if not f.exception() else None
+                    )
+                pending.append(fut)
+            for done in await asyncio.gather(*pending, return_exceptions=True):
+                if isinstance(done, BaseException):
+                    raise done
+                report.results.extend(done)
+        report.results.sort(key=lambda r: r.feed)
+        report.finished = now_fn()
+        return report
+
+    def _process(
+        self, feeds: list[Feed], fetched: Any, forced: set[str], now_fn: Callable[[], datetime]
+    ) -> list[FeedResult]:
+        return [self._process_one(f, fetched, f.id in forced, now_fn()) for f in feeds]
+
+    def _process_one(self, feed: Feed, fetched: Any, forced: bool, now: datetime) -> FeedResult:
+        """Parse and store one feed's result; every failure becomes a recorded error, never an exception."""
+        started = time.perf_counter()
+        res = FeedResult(feed=feed.id, url=feed.url, outcome=fetched.outcome, status=fetched.status)
+        parsed = None
+        body_hash = None
+        outcome = policy.Outcome(kind=fetched.outcome, ttl=_ttl(fetched, None))
+        if fetched.outcome == "error":
+            res.error_kind, res.error = fetched.error_kind, fetched.error
+            outcome = policy.Outcome(
+                kind="error",
+                error_kind=fetched.error_kind,
+                error=fetched.error,
+                retry_after=fetched.retry_after,
+            )
+        elif fetched.outcome == "ok":
+            body_hash = hashlib.sha256(fetched.body or b"").hexdigest()
+            if body_hash == feed.body_hash:
+                res.outcome = "unchanged"  # a 200 with the same bytes: nothing to parse
+                outcome = policy.Outcome(kind="unchanged", ttl=_ttl(fetched, None))
+            else:
+                from monitor.ingest.parse import ParseLimits, parse_feed
+
+                try:
+                    parsed = parse_feed(
+                        fetched.body or b"",
+                        url=fetched.final_url or feed.url,
+                        headers=fetched.headers,
+                        now=now,
+                        default_language=feed.language,
+                        limits=ParseLimits(max_entries=self.polling.max_entries_per_feed),
+                    )
+                    res.warning = parsed.warning
+                    res.entries = len(parsed.entries)
+                    outcome = policy.Outcome(kind="ok", ttl=_ttl(fetched, parsed.ttl_minutes))
+                except ParseError as exc:
+                    res.outcome, res.error_kind, res.error = "error", exc.kind, f"{feed.url}: {exc}"
+                    outcome = policy.Outcome(kind="error", error_kind=exc.kind, error=res.error)
+                except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
+                    res.outcome, res.error_kind = "error", "parse"
+                    res.error = f"{feed.url}: could not parse: {type(exc).__name__}: {exc}"
+                    outcome = policy.Outcome(kind="error", error_kind="parse", error=res.error)
+        try:
+            with session_scope(self.engine) as s:
+                row = s.get(Feed, feed.id, with_for_update=s.get_bind().dialect.name == "postgresql")
+                if row is None:
+                    raise LookupError(f"feed {feed.id} vanished during the poll")
+                if parsed is not None:
+                    stats = store_entries(
+                        s,
+                        row.id,
+                        parsed.entries,
+                        now=now,
+                        classifier=self.classifier,
+                        max_hash_updates=self.polling.max_hash_updates,
+                        cross_feed_window=self.polling.cross_feed_window,
+                    )
+                    res.new, res.updated, res.linked = stats.new, stats.updated, stats.linked
+                    res.new_item_ids = stats.new_item_ids
+                    if stats.new:
+                        row.items_total += stats.new + stats.linked
+                        row.last_new_item_at = now
+                    elif stats.linked:
+                        row.items_total += stats.linked
+                    dates = [e.published for e in parsed.entries if not e.published_estimated]
+                    row.publish_interval = policy.estimate_publish_interval(dates) or row.publish_interval
+                    row.site_url = parsed.link or row.site_url
+                    row.body_hash = body_hash
+                self._apply_state(row, fetched, outcome, res, now, forced)
+                s.add(row)
+        except Exception as exc:
+            # The transaction rolled back: nothing half-written. Record the failure on the feed in a new one.
+            res.outcome, res.error_kind, res.new, res.updated, res.linked = "error", "store", 0, 0, 0
+            res.error = f"{feed.url}: could not store: {type(exc).__name__}: {exc}"
+            res.new_item_ids = []
+            with session_scope(self.engine) as s:
+                row = s.get(Feed, feed.id)
+                if row is not None:
+                    self._apply_state(
+                        row,
+                        fetched,
+                        policy.Outcome(kind="error", error_kind="store", error=res.error),
+                        res,
+                        now,
+                        False,
+                    )
+                    s.add(row)
+        res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
+        return res
+
+    def _apply_state(
+        self, row: Feed, fetched: Any, outcome: policy.Outcome, res: FeedResult, now: datetime, forced: bool
+    ) -> None:
+        change = policy.decide(
+            feed_id=row.id,
+            outcome=outcome,
+            now=now,
+            error_count=row.error_count,
+            override=row.interval,
+            publish_interval=row.publish_interval,
+            p=self.polling,
+        )
+        row.last_fetch_at = now
+        row.last_status = fetched.status
+        row.last_outcome = res.outcome
+        row.next_check_at = change.next_check_at
+        row.error_count = change.error_count
+        row.error_kind = change.error_kind
+        row.lease_owner = row.lease_until = None
+        if outcome.ttl is not None:
+            row.ttl = outcome.ttl
+        if change.error is not None:
+            row.last_error, row.last_error_at = change.error, now
+        if change.muted:
+            row.muted, row.mute_reason = True, change.mute_reason
+        if change.success:
+            row.last_success_at = now
+            if fetched.outcome == "ok":
+                row.etag, row.last_modified = fetched.etag, fetched.last_modified
+                if forced:
+                    row.last_full_fetch_at = now
+        if getattr(fetched, "permanent_url", None) and fetched.outcome != "error":
+            row.url = fetched.permanent_url  # 301/308: the publisher moved the feed for good
+        res.next_check_at = change.next_check_at
+
+
+async def poll_once(
+    engine: Engine,
+    config: Config,
+    classifier: ClassifierLike | None = None,
+    *,
+    feed_ids: Iterable[str] | None = None,
+    ignore_schedule: bool = False,
+    **kwargs: Any,
+) -> PollReport:
+    """Sync the feed list from config and run one cycle. The CLI, the scheduler and tests all call this."""
+    poller = Poller(engine, config, classifier)
+    try:
+        poller.sync()
+        return await poller.run(
+            feed_ids=list(feed_ids) if feed_ids else None, ignore_schedule=ignore_schedule, **kwargs
+        )
+    finally:
+        poller.close()

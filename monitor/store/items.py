@@ -1,0 +1,183 @@
+"""Writing one feed's entries: identity, cross-feed dedup, capped content updates, classification.
+
+Called inside the transaction that also updates the feed's polling state, so a crash either keeps
+both or neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
+
+from monitor.store.models import Item, ItemSource
+
+
+class EntryLike(Protocol):
+    key: str
+    guid: str | None
+    url: str | None
+    title: str
+    text: str
+    html: str
+    published: datetime
+    published_estimated: bool
+    language: str | None
+    author: str | None
+    content_hash: str
+
+
+class ClassificationLike(Protocol):
+    categories: list[str]
+    countries: list[str]
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class ClassifierLike(Protocol):
+    version: str
+
+    def classify(self, title: str, text: str, language: str | None = None) -> Any: ...
+
+
+@dataclass
+class StoreStats:
+    new: int = 0
+    updated: int = 0
+    linked: int = 0  # already stored from another feed: linked, not duplicated
+    unchanged: int = 0
+    new_item_ids: list[int] = field(default_factory=list)
+    changed_item_ids: list[int] = field(default_factory=list)
+
+
+def apply_classification(item: Item, classifier: ClassifierLike | None) -> None:
+    if classifier is None:
+        return
+    result = classifier.classify(item.title, item.text, item.language)
+    data = result.to_json()
+    item.categories = list(data.get("categories", []))
+    item.countries = list(data.get("countries", []))
+    item.matches = dict(data.get("matches", {}))
+    item.rules_version = classifier.version
+
+
+def store_entries(
+    session: Session,
+    feed_id: str,
+    entries: Sequence[EntryLike],
+    *,
+    now: datetime,
+    classifier: ClassifierLike | None = None,
+    max_hash_updates: int = 24,
+    cross_feed_window: float = 7 * 86400,
+) -> StoreStats:
+    stats = StoreStats()
+    if not entries:
+        return stats
+    keys = [e.key for e in entries]
+    sources = {
+        s.entry_key: s
+        for s in session.exec(
+            select(ItemSource).where(ItemSource.feed_id == feed_id, col(ItemSource.entry_key).in_(keys))
+        )
+    }
+    known_ids = {s.item_id for s in sources.values()}
+    fresh = [e for e in entries if e.key not in sources]
+    urls = {e.url for e in fresh if e.url}
+    hashes = {e.content_hash for e in fresh}
+    by_id: dict[int, Item] = {}
+    by_url: dict[str, Item] = {}
+    by_hash: dict[str, Item] = {}
+    conditions = []
+    if known_ids:
+        conditions.append(col(Item.id).in_(known_ids))
+    if urls:
+        conditions.append(col(Item.url).in_(urls))
+    since = now - timedelta(seconds=cross_feed_window)
+    if hashes:
+        conditions.append(col(Item.content_hash).in_(hashes) & (col(Item.fetched) >= since))
+    if conditions:
+        for item in session.exec(select(Item).where(or_(*conditions))):
+            assert item.id is not None
+            by_id[item.id] = item
+            if item.url:
+                by_url[item.url] = item
+            if item.fetched >= since:
+                by_hash.setdefault(item.content_hash, item)
+
+    new_items: list[tuple[Item, EntryLike]] = []
+    links: list[tuple[Item, EntryLike]] = []
+    for entry in entries:
+        src = sources.get(entry.key)
+        if src is not None:
+            item = by_id.get(src.item_id)
+            if item is None or item.pruned or item.content_hash == entry.content_hash:
+                stats.unchanged += 1
+                continue
+            # Some feeds rewrite every entry on every fetch; past the cap we stop following the changes.
+            if item.hash_updates >= max_hash_updates:
+                stats.unchanged += 1
+                continue
+            item.title, item.text, item.html = entry.title, entry.text, entry.html
+            item.content_hash = entry.content_hash
+            item.hash_updates += 1
+            item.updated = now
+            if entry.url and not item.url and entry.url not in by_url:
+                item.url = entry.url
+            apply_classification(item, classifier)
+            session.add(item)
+            stats.updated += 1
+            assert item.id is not None
+            stats.changed_item_ids.append(item.id)
+            continue
+        match = (by_url.get(entry.url) if entry.url else None) or by_hash.get(entry.content_hash)
+        if match is not None:
+            links.append((match, entry))
+            stats.linked += 1
+            sources[entry.key] = ItemSource(item_id=-1, feed_id=feed_id, entry_key=entry.key)  # placeholder
+            continue
+        item = Item(
+            feed_id=feed_id,
+            url=entry.url,
+            title=entry.title,
+            text=entry.text,
+            html=entry.html,
+            author=entry.author,
+            language=entry.language,
+            published=entry.published,
+            published_estimated=entry.published_estimated,
+            fetched=now,
+            content_hash=entry.content_hash,
+        )
+        apply_classification(item, classifier)
+        new_items.append((item, entry))
+        # Later entries of this same document (or batch) pointing at the same story link to this item.
+        if entry.url:
+            by_url[entry.url] = item
+        by_hash.setdefault(entry.content_hash, item)
+        sources[entry.key] = ItemSource(item_id=-1, feed_id=feed_id, entry_key=entry.key)
+
+    if new_items:
+        session.add_all([item for item, _ in new_items])
+        session.flush()  # assigns ids (one INSERT ... RETURNING for the batch)
+    rows = []
+    for item, entry in new_items:
+        assert item.id is not None
+        stats.new += 1
+        stats.new_item_ids.append(item.id)
+        rows.append(
+            ItemSource(item_id=item.id, feed_id=feed_id, entry_key=entry.key, url=entry.url, first_seen=now)
+        )
+    for item, entry in links:
+        if item.id is None:  # linked to an item created in this same batch
+            session.flush()
+        assert item.id is not None
+        rows.append(
+            ItemSource(item_id=item.id, feed_id=feed_id, entry_key=entry.key, url=entry.url, first_seen=now)
+        )
+    session.add_all(rows)
+    return stats
