@@ -1,0 +1,1 @@
+"""Real helpers for tests and benchmarks (a loopback HTTP feed server, ...)."""
