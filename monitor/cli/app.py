@@ -147,3 +147,15 @@ CHECKS: list[Any] = []
 def register_check(fn: Any) -> Any:
     CHECKS.append(fn)
     return fn
+
+
+def load_rules(st: State) -> Any:
+    """The compiled classifier for the config in use; an invalid rule file exits 2 with every error."""
+    try:
+        from monitor.rules import load_classifier
+    except ImportError:  # the rule engine is optional for feed-only commands while it is being built
+        return None
+    try:
+        return load_classifier(st.config_dir)
+    except ConfigError as exc:
+        fail_config(exc)

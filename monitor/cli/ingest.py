@@ -1,0 +1,158 @@
+"""`poll` and `export`."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import sys
+from datetime import datetime
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from monitor.cli.app import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    JsonOpt,
+    app,
+    err,
+    fail,
+    load_rules,
+    out,
+    print_json,
+    state,
+)
+from monitor.ingest.poll import FeedResult, poll_once
+from monitor.store.engine import session_scope
+from monitor.store.queries import item_json, iter_items
+
+
+@app.command()
+def poll(
+    ctx: typer.Context,
+    all_: bool = typer.Option(False, "--all", help="Poll every enabled feed now, ignoring schedules."),
+    feed: list[str] = typer.Option([], "--feed", help="Poll only this feed id (repeatable), even if muted."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Run one polling cycle and print a summary. Exit 1 if any feed failed."""
+    st = state(ctx)
+    engine = st.engine()
+    classifier = load_rules(st)
+    show_progress = not as_json and sys.stderr.isatty()
+    progress = Progress(
+        TextColumn("polling"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.description}"),
+        console=err,
+        transient=True,
+        disable=not show_progress,
+    )
+    task = progress.add_task("", total=None)
+
+    def started(n: int) -> None:
+        progress.update(task, total=n)
+
+    def done(r: FeedResult) -> None:
+        progress.update(task, advance=1, description=r.feed)
+
+    with progress:
+        report = asyncio.run(
+            poll_once(
+                engine,
+                st.config,
+                classifier,
+                feed_ids=feed or None,
+                ignore_schedule=all_,
+                on_start=started,
+                on_result=done,
+            )
+        )
+    if feed:
+        unknown = sorted(set(feed) - {r.feed for r in report.results})
+        if unknown:
+            fail(f"unknown or removed feed id: {', '.join(unknown)}")
+    counts = report.counts()
+    if as_json:
+        print_json(report.to_json())
+    else:
+        table = Table(title="poll summary")
+        for c in ("feed", "result", "new", "updated", "detail"):
+            table.add_column(c, overflow="fold")
+        for r in report.results:
+            colour = "red" if r.outcome == "error" else "green" if r.outcome == "ok" else "cyan"
+            detail = f"{r.error_kind}: {r.error}" if r.outcome == "error" else (r.warning or "")
+            table.add_row(r.feed, f"[{colour}]{r.outcome}[/{colour}]", str(r.new), str(r.updated), detail)
+        out.print(table)
+        out.print(
+            f"{counts['feeds']} feeds: {counts['ok']} ok, {counts['not_modified'] + counts['unchanged']} not modified, "
+            f"{counts['error']} failed; {counts['new_items']} new items"
+            + (f", {counts['linked_items']} already seen in other feeds" if counts["linked_items"] else "")
+        )
+        if not report.results:
+            out.print("no feed was due; `monitor poll --all` polls every feed now")
+    raise typer.Exit(EXIT_PROBLEMS if report.failed else EXIT_OK)
+
+
+EXPORT_FIELDS = [
+    "id",
+    "feed",
+    "url",
+    "title",
+    "published",
+    "fetched",
+    "language",
+    "categories",
+    "countries",
+    "incident",
+]
+
+
+@app.command()
+def export(
+    ctx: typer.Context,
+    format: str = typer.Option("json", "--format", help="json, csv or atom."),
+    since: datetime | None = typer.Option(None, "--since", help="Only items fetched since (ISO date)."),
+    limit: int | None = typer.Option(None, "--limit"),
+    matched: bool = typer.Option(False, "--matched", help="Only items that matched a category."),
+) -> None:
+    """Print stored items as JSON (an array), CSV or Atom."""
+    st = state(ctx)
+    engine = st.engine()
+    if since is not None and since.tzinfo is None:
+        from datetime import UTC
+
+        since = since.replace(tzinfo=UTC)
+    fmt = format.lower()
+    if fmt not in ("json", "csv", "atom"):
+        fail(f"unknown export format {format!r}: use json, csv or atom")
+    with session_scope(engine) as s:
+        rows = iter_items(s, since=since, limit=limit, matched_only=matched)
+        if fmt == "json":
+            import json
+
+            sys.stdout.write("[")
+            for i, (item, feeds) in enumerate(rows):
+                sys.stdout.write(
+                    ("," if i else "") + "\n  " + json.dumps(item_json(item, feeds), ensure_ascii=False)
+                )
+            sys.stdout.write("\n]\n")
+        elif fmt == "csv":
+            w = csv.writer(sys.stdout)
+            w.writerow(EXPORT_FIELDS)
+            for item, _feeds in rows:
+                d = item_json(item, _feeds)
+                w.writerow(
+                    [
+                        ";".join(d[k]) if isinstance(d[k], list) else ("" if d[k] is None else d[k])
+                        for k in EXPORT_FIELDS
+                    ]
+                )
+        else:
+            try:
+                from monitor.deliver.atom import items_atom
+            except ImportError:
+                fail("Atom export is not available in this build")
+            sys.stdout.write(items_atom([item for item, _ in rows]))
