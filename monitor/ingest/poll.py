@@ -127,9 +127,9 @@ def claim_feeds(
 
 def _ttl(result: Any, parsed_ttl_minutes: int | None) -> float | None:
     values = []
-    max_age = getattr(result, "cache_control_max_age", None)
-    if max_age:
-        values.append(float(max_age))
+    fresh = getattr(result, "fresh_for", None)
+    if fresh:
+        values.append(float(fresh))
     if parsed_ttl_minutes:
         values.append(parsed_ttl_minutes * 60.0)
     return max(values) if values else None

@@ -18,17 +18,28 @@ from monitor.store.models import Item, ItemSource
 
 
 class EntryLike(Protocol):
-    key: str
-    guid: str | None
-    url: str | None
-    title: str
-    text: str
-    html: str
-    published: datetime
-    published_estimated: bool
-    language: str | None
-    author: str | None
-    content_hash: str
+    """A parsed entry (monitor.ingest.parse.Entry); read-only, as the parser's frozen dataclass is."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def url(self) -> str | None: ...
+    @property
+    def title(self) -> str: ...
+    @property
+    def text(self) -> str: ...
+    @property
+    def html(self) -> str: ...
+    @property
+    def published(self) -> datetime: ...
+    @property
+    def published_estimated(self) -> bool: ...
+    @property
+    def language(self) -> str | None: ...
+    @property
+    def author(self) -> str | None: ...
+    @property
+    def content_hash(self) -> str: ...
 
 
 class ClassificationLike(Protocol):
@@ -92,7 +103,7 @@ def store_entries(
     by_id: dict[int, Item] = {}
     by_url: dict[str, Item] = {}
     by_hash: dict[str, Item] = {}
-    conditions = []
+    conditions: list[Any] = []
     if known_ids:
         conditions.append(col(Item.id).in_(known_ids))
     if urls:
@@ -109,36 +120,40 @@ def store_entries(
             if item.fetched >= since:
                 by_hash.setdefault(item.content_hash, item)
 
+    handled: set[str] = set()
     new_items: list[tuple[Item, EntryLike]] = []
     links: list[tuple[Item, EntryLike]] = []
     for entry in entries:
+        if entry.key in handled:  # the same key twice in one document: the parser should not, but be safe
+            stats.unchanged += 1
+            continue
+        handled.add(entry.key)
         src = sources.get(entry.key)
         if src is not None:
-            item = by_id.get(src.item_id)
-            if item is None or item.pruned or item.content_hash == entry.content_hash:
+            known = by_id.get(src.item_id)
+            if known is None or known.pruned or known.content_hash == entry.content_hash:
                 stats.unchanged += 1
                 continue
             # Some feeds rewrite every entry on every fetch; past the cap we stop following the changes.
-            if item.hash_updates >= max_hash_updates:
+            if known.hash_updates >= max_hash_updates:
                 stats.unchanged += 1
                 continue
-            item.title, item.text, item.html = entry.title, entry.text, entry.html
-            item.content_hash = entry.content_hash
-            item.hash_updates += 1
-            item.updated = now
-            if entry.url and not item.url and entry.url not in by_url:
-                item.url = entry.url
-            apply_classification(item, classifier)
-            session.add(item)
+            known.title, known.text, known.html = entry.title, entry.text, entry.html
+            known.content_hash = entry.content_hash
+            known.hash_updates += 1
+            known.updated = now
+            if entry.url and not known.url and entry.url not in by_url:
+                known.url = entry.url
+            apply_classification(known, classifier)
+            session.add(known)
             stats.updated += 1
-            assert item.id is not None
-            stats.changed_item_ids.append(item.id)
+            assert known.id is not None
+            stats.changed_item_ids.append(known.id)
             continue
         match = (by_url.get(entry.url) if entry.url else None) or by_hash.get(entry.content_hash)
         if match is not None:
             links.append((match, entry))
             stats.linked += 1
-            sources[entry.key] = ItemSource(item_id=-1, feed_id=feed_id, entry_key=entry.key)  # placeholder
             continue
         item = Item(
             feed_id=feed_id,
@@ -159,7 +174,6 @@ def store_entries(
         if entry.url:
             by_url[entry.url] = item
         by_hash.setdefault(entry.content_hash, item)
-        sources[entry.key] = ItemSource(item_id=-1, feed_id=feed_id, entry_key=entry.key)
 
     if new_items:
         session.add_all([item for item, _ in new_items])

@@ -1,0 +1,253 @@
+"""The poll cycle end to end: a real loopback HTTP server, real databases (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session, func, select
+
+from monitor.config.load import Config, load_config
+from monitor.config.models import FeedConfig
+from monitor.ingest.poll import PollReport, poll_once
+from monitor.store.models import Feed, Item, ItemSource
+from tests.support.builders import It, dated, rss
+from tests.support.feedserver import FeedServer
+
+
+@pytest.fixture
+def server() -> FeedServer:
+    with FeedServer() as srv:
+        yield srv
+
+
+def make_config(config_dir: Path, feeds: list[tuple[str, str]], **http: object) -> Config:
+    base = load_config(config_dir)
+    settings = base.settings.model_copy(
+        update={"http": base.settings.http.model_copy(update={"allow_private_networks": True, **http})}
+    )
+    return dataclasses.replace(
+        base, settings=settings, feeds=tuple(FeedConfig(id=i, url=u) for i, u in feeds)
+    )
+
+
+def poll(engine: Engine, cfg: Config, **kw: object) -> PollReport:
+    return asyncio.run(poll_once(engine, cfg, None, ignore_schedule=True, **kw))  # type: ignore[arg-type]
+
+
+def count(engine: Engine, model: type) -> int:
+    with Session(engine) as s:
+        return s.exec(select(func.count()).select_from(model)).one()
+
+
+def feed_row(engine: Engine, fid: str) -> Feed:
+    with Session(engine) as s:
+        row = s.get(Feed, fid)
+        assert row is not None
+        return row
+
+
+def by_feed(report: PollReport) -> dict[str, object]:
+    return {r.feed: r for r in report.results}
+
+
+def test_new_items_are_stored_once_and_an_unchanged_feed_is_not_parsed_again(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/a.xml", body=rss(dated(5)), etag='"v1"', content_type="application/rss+xml")
+    cfg = make_config(config_dir, [("a", server.url("/a.xml"))])
+
+    first = poll(engine, cfg)
+    assert [(r.outcome, r.new) for r in first.results] == [("ok", 5)]
+    assert count(engine, Item) == 5
+
+    second = poll(engine, cfg)
+    assert [(r.outcome, r.new) for r in second.results] == [("not_modified", 0)]
+    assert server.requests_for("/a.xml")[-1].headers.get("if-none-match") == '"v1"'
+    assert count(engine, Item) == 5
+    with Session(engine) as s:
+        urls = sorted(i.url or "" for i in s.exec(select(Item)))
+    assert all("utm_source" not in u for u in urls)  # canonical URLs
+
+
+def test_same_story_in_two_feeds_is_stored_once_and_linked_to_both(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    shared = It(
+        "Activist detained in Almaty", "Police detained an activist.", link="https://news.example.org/story/1"
+    )
+    server.add("/a.xml", body=rss([shared, *dated(2, prefix="A")]))
+    server.add(
+        "/b.xml",
+        body=rss(
+            [dataclasses.replace(shared, link=shared.link + "?utm_medium=feed#top"), *dated(1, prefix="B")]
+        ),
+    )
+    cfg = make_config(config_dir, [("a", server.url("/a.xml")), ("b", server.url("/b.xml"))])
+
+    poll(engine, cfg)
+    assert count(engine, Item) == 4  # 1 shared + 2 + 1
+    with Session(engine) as s:
+        item = s.exec(select(Item).where(Item.url == "https://news.example.org/story/1")).one()
+        sources = s.exec(select(ItemSource.feed_id).where(ItemSource.item_id == item.id)).all()
+    assert sorted(sources) == ["a", "b"]
+
+
+def test_changed_entry_is_updated_in_place_up_to_the_cap(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    cfg = make_config(config_dir, [("a", server.url("/a.xml"))])
+    cfg = dataclasses.replace(
+        cfg,
+        settings=cfg.settings.model_copy(
+            update={"polling": cfg.settings.polling.model_copy(update={"max_hash_updates": 2})}
+        ),
+    )
+    for version in range(4):
+        server.add("/a.xml", body=rss([It("Court hearing", f"Version {version} of the text.", guid="g-1")]))
+        report = poll(engine, cfg)
+        assert report.results[0].outcome == "ok"
+    with Session(engine) as s:
+        items = s.exec(select(Item)).all()
+    assert len(items) == 1
+    assert items[0].hash_updates == 2
+    assert items[0].text == "Version 2 of the text."  # the third change is past the cap
+
+
+def test_one_bad_feed_never_affects_another_and_each_failure_is_classified(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/good.xml", body=rss(dated(3)))
+    server.add("/missing.xml", status=404)
+    server.add("/broken.xml", status=500)
+    server.add(
+        "/page.html",
+        body=b'<html><head><link rel="alternate" type="application/rss+xml" href="/real.xml"></head><body>hi</body></html>',
+        content_type="text/html",
+    )
+    server.add("/empty.xml", body=b"")
+    server.add("/hang.xml", hang=True)
+    server.gzip_bomb("/bomb.xml")
+    server.huge("/huge.xml", size=3 * 1024 * 1024)
+    server.redirect_loop("/loop1", "/loop2")
+    feeds = [
+        ("good", "/good.xml"),
+        ("missing", "/missing.xml"),
+        ("broken", "/broken.xml"),
+        ("page", "/page.html"),
+        ("empty", "/empty.xml"),
+        ("hang", "/hang.xml"),
+        ("bomb", "/bomb.xml"),
+        ("huge", "/huge.xml"),
+        ("loop", "/loop1"),
+    ]
+    cfg = make_config(
+        config_dir,
+        [(i, server.url(p)) for i, p in feeds],
+        total_timeout=2,
+        max_bytes=1024 * 1024,
+        max_decompressed_bytes=4 * 1024 * 1024,
+    )
+    report = poll(engine, cfg)
+    got = {r.feed: (r.outcome, r.error_kind) for r in report.results}
+    assert got["good"] == ("ok", None)
+    assert got["missing"] == ("error", "http_4xx")
+    assert got["broken"] == ("error", "http_5xx")
+    assert got["page"] == ("error", "not_a_feed")
+    assert got["empty"][1] == "empty"
+    assert got["hang"] == ("error", "timeout")
+    assert got["bomb"] == ("error", "decompression_bomb")
+    assert got["huge"] == ("error", "too_large")
+    assert got["loop"][1] in ("redirect_loop", "too_many_redirects")
+    page_error = next(r.error for r in report.results if r.feed == "page")
+    assert page_error and server.url("/real.xml") in page_error  # names the feed the page advertises
+    assert count(engine, Item) == 3
+    broken = feed_row(engine, "broken")
+    assert broken.error_count == 1 and broken.last_error and "500" in broken.last_error
+    assert broken.next_check_at is not None and broken.next_check_at > datetime.now(UTC) + timedelta(
+        minutes=5
+    )
+
+
+def test_410_gone_mutes_the_feed_with_a_reason(engine: Engine, server: FeedServer, config_dir: Path) -> None:
+    server.add("/gone.xml", status=410)
+    cfg = make_config(config_dir, [("gone", server.url("/gone.xml"))])
+    poll(engine, cfg)
+    row = feed_row(engine, "gone")
+    assert row.muted and row.mute_reason and "410" in row.mute_reason
+    assert poll(engine, cfg).results == []  # muted feeds are not polled even with --all
+
+
+def test_429_with_retry_after_is_honoured_and_not_counted_as_broken(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/busy.xml", status=429, headers={"Retry-After": "7200"})
+    cfg = make_config(config_dir, [("busy", server.url("/busy.xml"))])
+    before = datetime.now(UTC)
+    poll(engine, cfg)
+    row = feed_row(engine, "busy")
+    assert row.error_count == 0 and row.error_kind == "rate_limited"
+    assert row.next_check_at is not None
+    wait = (row.next_check_at - before).total_seconds()
+    assert 7200 * 0.9 <= wait <= 7200 * 1.1 + 60
+
+
+def test_301_moves_the_stored_address_and_302_does_not(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/new.xml", body=rss(dated(1, prefix="Moved")))
+    server.redirect("/old.xml", "/new.xml", status=301)
+    server.add("/target.xml", body=rss(dated(1, prefix="Temp")))
+    server.redirect("/temp.xml", "/target.xml", status=302)
+    cfg = make_config(config_dir, [("moved", server.url("/old.xml")), ("temp", server.url("/temp.xml"))])
+    poll(engine, cfg)
+    assert feed_row(engine, "moved").url == server.url("/new.xml")
+    assert feed_row(engine, "temp").url == server.url("/temp.xml")
+
+
+def test_loopback_feed_is_refused_unless_private_networks_are_allowed(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/a.xml", body=rss(dated(1)))
+    cfg = make_config(config_dir, [("a", server.url("/a.xml"))], allow_private_networks=False)
+    report = poll(engine, cfg)
+    assert [(r.outcome, r.error_kind) for r in report.results] == [("error", "private_address")]
+    assert server.requests_for("/a.xml") == []
+
+
+def test_periodic_full_fetch_catches_a_server_that_wrongly_answers_304(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/a.xml", body=rss(dated(2)), etag='"stale"')
+    cfg = make_config(config_dir, [("a", server.url("/a.xml"))])
+    poll(engine, cfg)
+    # The content changes but the server keeps its old ETag, so a conditional GET gets 304.
+    server.add("/a.xml", body=rss(dated(4)), etag='"stale"')
+    assert poll(engine, cfg).results[0].outcome == "not_modified"
+    with Session(engine) as s:
+        row = s.get(Feed, "a")
+        assert row is not None
+        row.last_full_fetch_at = datetime.now(UTC) - timedelta(days=2)
+        s.add(row)
+        s.commit()
+    report = poll(engine, cfg)
+    assert report.results[0].outcome == "ok" and report.results[0].new == 2
+    assert "if-none-match" not in server.requests_for("/a.xml")[-1].headers
+
+
+def test_next_check_adapts_to_publishing_rate_and_ttl(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    server.add("/hourly.xml", body=rss(dated(10, hours=1)))
+    server.add("/ttl.xml", body=rss(dated(10, prefix="T", hours=1), ttl=300))  # asks for 5 hours
+    cfg = make_config(config_dir, [("hourly", server.url("/hourly.xml")), ("ttl", server.url("/ttl.xml"))])
+    start = datetime.now(UTC)
+    poll(engine, cfg)
+    hourly = (feed_row(engine, "hourly").next_check_at - start).total_seconds()  # type: ignore[operator]
+    ttl = (feed_row(engine, "ttl").next_check_at - start).total_seconds()  # type: ignore[operator]
+    assert 1500 <= hourly <= 2100  # about half the gap between posts
+    assert ttl >= 5 * 3600 - 60
