@@ -124,7 +124,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send_simple(404, b"not found\n")
                 return
             self._answer(route, head=head)
-        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError):
             self.close_connection = True  # the client gave up (e.g. it refused a huge body): expected
         finally:
             owner._leave(path)
@@ -270,7 +270,13 @@ class FeedServer:
 
     def start(self) -> FeedServer:
         if self._thread is None:
-            self._thread = threading.Thread(target=self._httpd.serve_forever, name="feedserver", daemon=True)
+            # A short poll interval keeps stop() quick (serve_forever checks for shutdown at this pace).
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever,
+                kwargs={"poll_interval": 0.02},
+                name="feedserver",
+                daemon=True,
+            )
             self._thread.start()
         return self
 
