@@ -91,3 +91,20 @@ class ItemSource(SQLModel, table=True):
     first_seen: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False))
 
     __table_args__ = (UniqueConstraint("feed_id", "entry_key", name="uq_item_source_feed_entry"),)
+
+
+class Incident(SQLModel, table=True):
+    """One event reported by one or more items (several outlets, languages, days)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    title: str = Field(default="", sa_column=Column(Text, nullable=False))
+    categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    severity: str = Field(default="medium", max_length=16)
+    first_seen: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    last_seen: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))  # last change
+    item_count: int = 0
+    # What grouping matched on (names, places, key terms), kept so `explain --item` can say why.
+    signature: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    explanation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
