@@ -61,6 +61,7 @@ _CONTROL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 _CONTROL_AND_INVISIBLE = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u00ad\u200b\u2060\ufeff]"
 )
+_BLANK_LINES = re.compile(r"\n\s*\n")
 _HSPACE = re.compile(r"[^\S\n]+")
 _NEWLINES = re.compile(r" ?\n[\s]*")
 
@@ -117,12 +118,19 @@ def _clean(html: str, base_url: str | None) -> str:
     )
 
 
+def _tidy(clean: str) -> str:
+    # Removed elements and the inserted line breaks leave runs of empty lines; they mean nothing outside <pre>.
+    if "<pre" not in clean:
+        clean = _BLANK_LINES.sub("\n", clean)
+    return clean.strip()
+
+
 def sanitize_html(html: str, base_url: str | None = None) -> str:
     """Safe HTML for display: a few formatting tags, links only to http(s)/mailto with rel="nofollow noopener
     noreferrer", relative links made absolute against `base_url` (dropped when there is none)."""
     if not html:
         return ""
-    return _clean(html, base_url).strip()
+    return _tidy(_clean(html, base_url))
 
 
 def sanitize_html_and_text(html: str, base_url: str | None = None) -> tuple[str, str]:
@@ -130,7 +138,7 @@ def sanitize_html_and_text(html: str, base_url: str | None = None) -> tuple[str,
     if not html:
         return "", ""
     clean = _clean(html, base_url)
-    return clean.strip(), normalize_text(_html.unescape(_TAG.sub("", clean)))
+    return _tidy(clean), normalize_text(_html.unescape(_TAG.sub("", clean)))
 
 
 def html_to_text(html: str) -> str:

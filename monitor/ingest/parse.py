@@ -175,10 +175,17 @@ def _is_html(detail: Any) -> bool:
     return "html" in kind
 
 
+# Titles are declared plain text but often carry markup anyway (CDATA-wrapped tags, a <script> from a compromised
+# CMS). Text that looks like tags is read as HTML, so no markup or script source reaches titles or the rules.
+_LOOKS_LIKE_TAG = re.compile(r"<[A-Za-z/!?]")
+
+
 def _plain(value: Any, detail: Any) -> str:
     if not isinstance(value, str) or not value:
         return ""
-    return html_to_text(value) if _is_html(detail) else normalize_text(value)
+    if _is_html(detail) or _LOOKS_LIKE_TAG.search(value):
+        return html_to_text(value)
+    return normalize_text(value)
 
 
 def _text_as_html(text: str) -> str:
@@ -381,6 +388,21 @@ def _advertised_feeds(body: bytes, url: str, encoding: str | None) -> list[str]:
     return links[:10]
 
 
+# A bare "&" (most often in a query string: "?id=5&lang=ru") makes the XML ill-formed, and feedparser's lenient
+# fallback then reads "&lang" as the HTML entity for "〈" and corrupts the link. Escaping bare ampersands first
+# keeps such links intact and often lets the strict parser succeed. CDATA sections are left as they are: a bare
+# "&" is legal there.
+_BARE_AMPERSAND = re.compile(
+    rb"<!\[CDATA\[.*?\]\]>|&(?!#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9._-]*;)", re.DOTALL
+)
+
+
+def _escape_bare_ampersands(body: bytes) -> bytes:
+    if b"&" not in body:
+        return body
+    return _BARE_AMPERSAND.sub(lambda m: m.group(0) if m.group(0) != b"&" else b"&amp;", body)
+
+
 def _describe(exc: object) -> str:
     message = str(exc).strip()
     name = type(exc).__name__
@@ -415,7 +437,7 @@ def parse_feed(
     response_headers = {k.lower(): v for k, v in (headers or {}).items() if k.lower() != "content-location"}
     try:
         result = feedparser.parse(
-            io.BytesIO(body),
+            io.BytesIO(_escape_bare_ampersands(body)),
             response_headers=response_headers,
             sanitize_html=False,
             resolve_relative_uris=False,

@@ -51,8 +51,9 @@ TRACKING_PARAMS = frozenset(
 TRACKING_PREFIXES = ("utm_", "mtm_", "hsa_")
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}
-# WHATWG URL parsing drops tabs and newlines anywhere in a URL; feeds wrap long links across lines.
-_TAB_NEWLINE = re.compile(r"[\t\r\n]")
+# WHATWG URL parsing drops tabs and newlines anywhere in a URL; feeds also wrap long links across indented lines,
+# so the indentation after a line break goes too.
+_TAB_NEWLINE = re.compile(r"[\r\n]+[ \t]*|\t")
 _HOST_CHARS = re.compile(r"[a-z0-9_.\-]+")
 _PERCENT_ESCAPE = re.compile(r"%[0-9a-fA-F]{2}")
 # Characters left alone when percent-encoding a path or query: the RFC 3986 reserved and unreserved sets plus "%",
