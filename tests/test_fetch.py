@@ -6,12 +6,15 @@ import asyncio
 import email.utils
 import gzip
 import ipaddress
+import socket
+import ssl
 import time
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
+import httpx
 import pytest
 
 from monitor.ingest import fetch as fetch_module
@@ -22,6 +25,7 @@ from monitor.ingest.fetch import (
     FetchLimits,
     FetchRequest,
     FetchResult,
+    classify_exception,
     decode_body,
     parse_max_age,
     parse_retry_after,
@@ -455,3 +459,23 @@ def test_decode_body_handles_concatenated_gzip_members_and_raw_deflate() -> None
     deflated = raw.compress(b"hello") + raw.flush()
     assert decode_body(deflated, "deflate", 100) == b"hello"
     assert decode_body(zlib.compress(b"hello"), "deflate", 100) == b"hello"
+
+
+def test_connect_errors_are_classified_by_their_cause() -> None:
+    def connect_error(cause: BaseException) -> httpx.ConnectError:
+        try:
+            raise httpx.ConnectError("failed") from cause
+        except httpx.ConnectError as exc:
+            return exc
+
+    assert classify_exception(connect_error(socket.gaierror(-2, "Name or service not known")))[0] == "dns"
+    assert classify_exception(connect_error(ssl.SSLCertVerificationError("bad cert")))[0] == "tls"
+    assert classify_exception(connect_error(ConnectionRefusedError(111, "refused")))[0] == "connect"
+    assert classify_exception(httpx.ReadTimeout("slow"))[0] == "timeout"
+    assert classify_exception(TimeoutError())[0] == "timeout"
+    assert classify_exception(httpx.RemoteProtocolError("peer closed"))[0] == "protocol"
+
+
+def test_fetcher_used_outside_its_context_raises() -> None:
+    with pytest.raises(RuntimeError):
+        asyncio.run(Fetcher(LOCAL).fetch(FetchRequest("http://127.0.0.1/")))

@@ -307,6 +307,8 @@ class Fetcher:
     # public ----------------------------------------------------------------------------------------------
     async def fetch(self, req: FetchRequest) -> FetchResult:
         """Fetch one feed. Never raises for network or HTTP problems: they come back as outcome="error"."""
+        if self._client is None:  # a programming error, not a network one: let it raise
+            raise RuntimeError("Fetcher must be used as `async with Fetcher() as fetcher:`")
         started = time.monotonic()
         trace = _Trace(url=req.url)
         try:
@@ -361,8 +363,6 @@ class Fetcher:
         return sem
 
     async def _fetch(self, req: FetchRequest, trace: _Trace, started: float) -> FetchResult:
-        if self._client is None:
-            raise RuntimeError("Fetcher must be used as `async with Fetcher() as fetcher:`")
         lim = self.limits
         headers = self._request_headers(req)
         visited: set[str] = set()
