@@ -1,0 +1,314 @@
+"""The compiled classifier: one automaton scan per item, then rule logic over the word positions of the hits."""
+
+from __future__ import annotations
+
+import unicodedata
+from dataclasses import dataclass, field
+from typing import Any
+
+import ahocorasick
+
+from monitor.rules.compiler import (
+    FIELD_NAMES,
+    PREFIX,
+    TEXT,
+    TITLE,
+    WHOLE,
+    Atom,
+    CNode,
+    Hit,
+    Hits,
+    atoms_of,
+)
+from monitor.rules.explain import (
+    CategoryInfo,
+    CategoryMatch,
+    Classification,
+    ExampleResult,
+    HitInfo,
+    PlaceHit,
+    snippet,
+    sort_categories,
+)
+from monitor.rules.gazetteer import Gazetteer
+from monitor.rules.morph import KK_NOUN_RE, KK_NOUN_VOICED_RE, KK_VERB_RE
+from monitor.rules.normalize import WORD_RE, Folded, fold_with_map, tokens_of_folded
+
+MAX_HITS_SHOWN = 20  # per category; an article repeating a word 50 times needs no 50 snippets
+WEIGHT_CAP = 3  # occurrences of one weighted entry that count towards the score
+
+_CHECKS = (None, None, KK_NOUN_RE.fullmatch, KK_NOUN_VOICED_RE.fullmatch, KK_VERB_RE.fullmatch)
+
+
+@dataclass
+class CompiledRule:
+    lang: str
+    text: str
+    node: CNode
+    file: str | None
+    line: int | None
+
+    def describe(self) -> str:
+        return f"{self.lang}: {' '.join(self.text.split())}"
+
+
+@dataclass
+class CompiledWeight:
+    lang: str
+    text: str
+    node: CNode
+    weight: float
+
+
+@dataclass
+class CompiledCategory:
+    info: CategoryInfo
+    rules: list[CompiledRule]
+    weights: list[CompiledWeight] = field(default_factory=list)
+    min_score: float | None = None
+
+    def trigger_atoms(self) -> set[int]:
+        out: set[int] = set()
+        for r in self.rules:
+            out |= atoms_of(r.node)
+        for w in self.weights:
+            if w.weight > 0:
+                out |= atoms_of(w.node)
+        return out
+
+
+@dataclass(frozen=True)
+class Example:
+    category: str
+    title: str
+    text: str
+    expected: bool
+    file: str | None
+    line: int | None
+
+
+@dataclass
+class _Scan:
+    """One item after the automaton pass."""
+
+    fields: tuple[Folded, Folded]
+    hits: Hits
+
+
+class Classifier:
+    def __init__(
+        self,
+        *,
+        version: str,
+        categories: list[CompiledCategory],
+        atoms: list[Atom],
+        automaton: ahocorasick.Automaton,
+        gazetteer: Gazetteer,
+        examples: list[Example],
+        sources: list[str],
+    ) -> None:
+        self.version = version
+        self.categories: dict[str, CategoryInfo] = {c.info.id: c.info for c in categories}
+        self.compiled = categories
+        self.atoms = atoms
+        self.automaton = automaton
+        self.gazetteer = gazetteer
+        self.examples = examples
+        self.sources = sources
+        self._empty = len(automaton) == 0
+        # which categories an atom can trigger: only those are evaluated for an item
+        trig: dict[int, list[int]] = {}
+        for i, cat in enumerate(categories):
+            for a in cat.trigger_atoms():
+                trig.setdefault(a, []).append(i)
+        self._triggers = {a: tuple(v) for a, v in trig.items()}
+        self._has_case_sensitive = any(a.case_form is not None for a in atoms)
+
+    # ---- scanning ----------------------------------------------------------------------------------------
+
+    def _scan(self, title: str, text: str) -> _Scan:
+        ft = fold_with_map(title or "")
+        fx = fold_with_map(text or "")
+        head = tokens_of_folded(ft.folded)
+        tstring = head + "\n" + tokens_of_folded(fx.folded)
+        boundary = len(head)
+        title_spaces = head.count(" ")
+        hits: Hits = {}
+        if self._empty:
+            return _Scan((ft, fx), hits)
+        raw = list(self.automaton.iter(tstring))
+        if not raw:
+            return _Scan((ft, fx), hits)
+        # word index of a match = spaces before it; count incrementally over matches sorted by start
+        found = sorted((end - entry[0] + 1, end, entry[1]) for end, entry in raw)
+        pos = 0
+        spaces = 0
+        count = tstring.count
+        find = tstring.find
+        cs_pending: list[tuple[int, int, int, int]] = []
+        for start, end, entries in found:
+            spaces += count(" ", pos, start)
+            pos = start
+            if start < boundary:
+                fld, word = TITLE, spaces
+            else:
+                fld, word = TEXT, spaces - title_spaces
+            rest: str | None = None
+            for atom, kind, nwords in entries:
+                if kind > PREFIX:
+                    if rest is None:
+                        rest = tstring[end + 1 : find(" ", end + 1)]
+                    if not _CHECKS[kind](rest):  # type: ignore[misc]
+                        continue
+                span = (fld, word, word + nwords - 1)
+                if self._has_case_sensitive and self.atoms[atom].case_form is not None:
+                    cs_pending.append((atom, *span))
+                    continue
+                lst = hits.get(atom)
+                if lst is None:
+                    hits[atom] = [span]
+                elif lst[-1] != span:
+                    lst.append(span)
+        for atom, fld, s, e in cs_pending:
+            if self._original_words((ft, fx)[fld], s, e) == self.atoms[atom].case_form:
+                hits.setdefault(atom, []).append((fld, s, e))
+        return _Scan((ft, fx), hits)
+
+    @staticmethod
+    def _original_words(folded: Folded, s: int, e: int) -> str:
+        spans = folded.word_spans
+        if e >= len(spans):
+            return ""
+        raw = folded.original[spans[s][0] : spans[e][1]]
+        return " ".join(
+            WORD_RE.findall(unicodedata.normalize("NFKC", raw).replace("ё", "е").replace("Ё", "Е"))
+        )
+
+    # ---- classification ----------------------------------------------------------------------------------
+
+    def classify(self, title: str, text: str, language: str | None = None) -> Classification:
+        """Categories, countries and explanations for one item.
+
+        `language` is accepted for callers that know it, but every language's rules run on every item: feeds
+        mix languages (Russian text quoting Kazakh names) and a wrong guess would silently drop matches.
+        """
+        scan = self._scan(title, text)
+        hits = scan.hits
+        matches: dict[str, CategoryMatch] = {}
+        if hits:
+            candidates: set[int] = set()
+            for a in hits:
+                t = self._triggers.get(a)
+                if t:
+                    candidates.update(t)
+            for i in sorted(candidates):
+                m = self._match_category(self.compiled[i], hits, scan)
+                if m is not None:
+                    matches[m.category] = m
+        places = self.gazetteer.resolve(hits) if hits else []
+        countries = sorted({p[0] for p in places})
+        place_hits = []
+        for country, atom, fld, s, e in places:
+            o_start, o_end = self._offsets(scan, fld, s, e)
+            src = scan.fields[fld].original
+            entry = self.gazetteer.places[atom].name
+            place_hits.append(PlaceHit(country, src[o_start:o_end], FIELD_NAMES[fld], o_start, o_end, entry))
+        cats = sort_categories(list(matches), self.categories)
+        return Classification(cats, countries, {c: matches[c] for c in cats}, place_hits)
+
+    def _match_category(self, cat: CompiledCategory, hits: Hits, scan: _Scan) -> CategoryMatch | None:
+        fired: CompiledRule | None = None
+        spans: list[Any] = []
+        for rule in cat.rules:
+            r = rule.node.eval(hits, None)
+            if r is not None:
+                fired, spans = rule, r
+                break
+        if cat.rules and fired is None:
+            return None
+        score = 1.0
+        rule_text = fired.describe() if fired else ""
+        if cat.weights:
+            score = 0.0
+            parts = []
+            for w in cat.weights:
+                r = w.node.eval(hits, None)
+                if r is None:
+                    continue
+                n = min(len({(s[0], s[1]) for s in r}) or 1, WEIGHT_CAP)
+                score += n * w.weight
+                parts.append(f"{w.lang}: {w.text} ({w.weight:g} x{n})")
+                if w.weight > 0:
+                    spans = spans + r
+            if cat.min_score is not None and score < cat.min_score:
+                return None
+            summary = f"score {score:g} >= {cat.min_score:g}: " if cat.min_score is not None else ""
+            summary += "; ".join(parts)
+            rule_text = f"{rule_text} AND {summary}" if rule_text else summary
+        if not cat.rules and score <= 0:
+            return None
+        return CategoryMatch(cat.info.id, rule_text, score, self._hit_infos(spans, scan))
+
+    def _offsets(self, scan: _Scan, fld: int, s: int, e: int) -> tuple[int, int]:
+        spans = scan.fields[fld].word_spans
+        if e >= len(spans):  # cannot happen when scan and spans share one tokenisation; be safe anyway
+            return 0, 0
+        return spans[s][0], spans[e][1]
+
+    def _hit_infos(self, spans: list[Any], scan: _Scan) -> list[HitInfo]:
+        seen: set[Hit] = set()
+        out: list[HitInfo] = []
+        for sp in spans:
+            for h in sp[3]:
+                if h in seen:
+                    continue
+                seen.add(h)
+                atom, fld, s, e = h
+                start, end = self._offsets(scan, fld, s, e)
+                src = scan.fields[fld].original
+                a = self.atoms[atom]
+                out.append(
+                    HitInfo(
+                        term=a.term,
+                        field=FIELD_NAMES[fld],
+                        start=start,
+                        end=end,
+                        form=src[start:end],
+                        snippet=snippet(src, start, end),
+                        set=a.set_name,
+                        language=a.lang,
+                    )
+                )
+        out.sort(key=lambda h: (h.field != "title", h.start))
+        return out[:MAX_HITS_SHOWN]
+
+    # ---- bench/floor and examples ----------------------------------------------------------------------------
+
+    def scan_only(self, title: str, text: str) -> int:
+        """Normalise and run the automaton with no rule logic (the bench's floor). Returns the raw match count."""
+        ft = fold_with_map(title or "")
+        fx = fold_with_map(text or "")
+        tstring = tokens_of_folded(ft.folded) + "\n" + tokens_of_folded(fx.folded)
+        return sum(1 for _ in self.automaton.iter(tstring))
+
+    def check_examples(self) -> list[ExampleResult]:
+        out = []
+        for ex in self.examples:
+            c = self.classify(ex.title, ex.text)
+            got = ex.category in c.categories
+            out.append(
+                ExampleResult(
+                    category=ex.category,
+                    title=ex.title,
+                    text=ex.text,
+                    expected=ex.expected,
+                    got=got,
+                    file=ex.file,
+                    line=ex.line,
+                    got_categories=tuple(c.categories),
+                )
+            )
+        return out
+
+
+__all__ = ["WHOLE", "Classifier", "CompiledCategory", "CompiledRule", "CompiledWeight", "Example"]
