@@ -74,6 +74,7 @@ class PlaceHit:
     field: str
     start: int
     end: int
+    entry: str = ""  # the gazetteer name that matched (name is the text as found)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -82,6 +83,7 @@ class PlaceHit:
             "field": self.field,
             "start": self.start,
             "end": self.end,
+            "entry": self.entry,
         }
 
 
