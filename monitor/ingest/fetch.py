@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import http.cookiejar
 import logging
 import math
 import socket
@@ -291,6 +292,10 @@ class Fetcher:
             headers={"User-Agent": lim.user_agent},
             # Proxies from the environment would make the SSRF guard check the proxy, not the feed host.
             trust_env=False,
+            # One feed's cookies must never travel to another feed's request; feeds need no sessions.
+            cookies=httpx.Cookies(
+                http.cookiejar.CookieJar(policy=http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+            ),
         )
         return self
 
