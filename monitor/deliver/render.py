@@ -1,0 +1,147 @@
+"""The one Jinja2 environment for pages and emails.
+
+Templates are looked up first in the user's folder (`settings`/`--templates`), then in the packaged `templates/`,
+so a user overrides one template by putting a file with the same name (e.g. `site/incident.html`) in their folder
+and keeps the rest. Autoescaping is on for every template except plain text (`.txt`), where HTML entities would
+show up literally in a mail body. Feed HTML reaches a page only through the `safe_html` filter, which sanitises it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import jinja2
+from markupsafe import Markup
+
+from monitor.config.load import packaged_dir
+from monitor.sanitize import sanitize_html
+
+__all__ = [
+    "CATEGORY_TITLES",
+    "COUNTRY_NAMES",
+    "environment",
+    "safe_url",
+]
+
+# Fallbacks when no classifier is loaded (taxonomy ids are a public contract, see reference/TAXONOMY.md);
+# the configured category titles win when they are passed in.
+CATEGORY_TITLES: dict[str, str] = {
+    "protest_crackdown": "Protest crackdown",
+    "prosecution": "Prosecution",
+    "defamation": "Defamation suits",
+    "media_restriction": "Media restriction",
+    "ngo_restriction": "NGO restriction",
+    "ngo_liquidation": "NGO liquidation",
+    "union_pressure": "Union pressure",
+    "party_barriers": "Barriers to parties",
+    "religious_restriction": "Religious restriction",
+    "funding_restriction": "Funding restriction",
+    "intimidation": "Intimidation",
+    "digital_repression": "Digital repression",
+    "restrictive_law": "Restrictive law",
+}
+COUNTRY_NAMES: dict[str, str] = {
+    "KZ": "Kazakhstan",
+    "KG": "Kyrgyzstan",
+    "UZ": "Uzbekistan",
+    "TJ": "Tajikistan",
+    "TM": "Turkmenistan",
+    "RU": "Russia",
+    "BY": "Belarus",
+    "AZ": "Azerbaijan",
+    "UA": "Ukraine",
+    "GE": "Georgia",
+    "AM": "Armenia",
+    "MN": "Mongolia",
+    "CN": "China",
+}
+_LINK_SCHEMES = frozenset({"http", "https"})
+
+
+def safe_url(url: object) -> str | None:
+    """An absolute http(s) URL, or None: feed-supplied links never become javascript:, data: or relative links."""
+    if not isinstance(url, str):
+        return None
+    url = url.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    if parts.scheme.lower() not in _LINK_SCHEMES or not parts.netloc:
+        return None
+    # Control characters and whitespace inside a URL are how some filter bypasses start; refuse rather than fix.
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        return None
+    return url
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _date(value: datetime | None) -> str:
+    return _as_utc(value).strftime("%Y-%m-%d") if value else ""
+
+
+def _datetime(value: datetime | None) -> str:
+    return _as_utc(value).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+
+
+def _isodate(value: datetime | None) -> str:
+    """RFC 3339 in UTC, as Atom and <time datetime> want it."""
+    return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+
+
+def _safe_html(value: str | None, base_url: str | None = None) -> Markup:
+    # Sanitised again at display time, even though ingestion stored sanitised HTML: the stored value may come
+    # from an older sanitiser or a hand-edited database, and this is the last point before a browser sees it.
+    return Markup(sanitize_html(value or "", base_url))
+
+
+def _country_name(code: str | None, names: Mapping[str, str] | None = None) -> str:
+    if not code:
+        return ""
+    return (names or COUNTRY_NAMES).get(code, code)
+
+
+def _truncate_text(value: str | None, length: int = 300) -> str:
+    text = " ".join((value or "").split())
+    if len(text) <= length:
+        return text
+    cut = text[:length].rsplit(" ", 1)[0]
+    return (cut or text[:length]) + "…"
+
+
+def _not_txt(name: str | None) -> bool:
+    # Strings rendered with env.from_string() have no name: escape them too (the safe default).
+    return not (name or "").endswith((".txt", ".text"))
+
+
+def environment(user_templates: Path | None = None) -> jinja2.Environment:
+    """Jinja2 environment: `user_templates` (if given) overrides the packaged templates by name."""
+    loaders: list[jinja2.BaseLoader] = []
+    if user_templates is not None:
+        loaders.append(jinja2.FileSystemLoader(str(user_templates)))
+    loaders.append(jinja2.FileSystemLoader(str(packaged_dir("templates"))))
+    env = jinja2.Environment(
+        loader=jinja2.ChoiceLoader(loaders),
+        autoescape=_not_txt,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        undefined=jinja2.Undefined,
+    )
+    env.filters.update(
+        date=_date,
+        datetime=_datetime,
+        isodate=_isodate,
+        safe_html=_safe_html,
+        safe_url=safe_url,
+        country_name=_country_name,
+        truncate_text=_truncate_text,
+    )
+    env.globals.update(category_titles=CATEGORY_TITLES, country_names=COUNTRY_NAMES)
+    return env
