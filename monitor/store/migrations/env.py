@@ -3,6 +3,7 @@ from __future__ import annotations
 from alembic import context
 from sqlmodel import SQLModel
 
+import monitor.store.digest_models  # registers the digest tables
 import monitor.store.models  # noqa: F401  (registers the tables)
 
 connection = context.config.attributes["connection"]
