@@ -12,7 +12,7 @@ import html as _html
 import re
 import unicodedata
 from collections.abc import Callable
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import urljoin
 
 import nh3
 
@@ -36,6 +36,8 @@ ALLOWED_TAGS = frozenset(
 # Only links carry attributes: no style/class/id (CSS tricks, spoofing our own UI), no on* handlers, no src anywhere.
 _ATTRIBUTES = {"a": {"href", "title"}}
 _LINK_SCHEMES = frozenset({"http", "https", "mailto"})
+_SCHEME = re.compile(r"\s*([a-zA-Z][a-zA-Z0-9+.-]*):")
+_ABSOLUTE_LINK = ("https://", "http://", "mailto:")
 LINK_REL = "nofollow noopener noreferrer"
 # Elements whose *content* is not text a reader sees: dropped whole rather than unwrapped into the text.
 _DROP_WITH_CONTENT = frozenset(
@@ -62,8 +64,6 @@ _CONTROL_AND_INVISIBLE = re.compile(
     "[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u00ad\u200b\u2060\ufeff]"
 )
 _BLANK_LINES = re.compile(r"\n\s*\n")
-_HSPACE = re.compile(r"[^\S\n]+")
-_NEWLINES = re.compile(r" ?\n[\s]*")
 
 
 def strip_control(s: str) -> str:
@@ -77,30 +77,29 @@ def normalize_text(s: str) -> str:
     if not s:
         return ""
     s = _CONTROL_AND_INVISIBLE.sub("", s)
-    if "\r" in s:
-        s = s.replace("\r\n", "\n").replace("\r", "\n")
-    s = _NEWLINES.sub("\n", _HSPACE.sub(" ", s)).strip()
+    # str.split()/splitlines() know every Unicode space and line break and are several times faster than a regex.
+    s = "\n".join(filter(None, (" ".join(line.split()) for line in s.splitlines())))
     return unicodedata.normalize("NFC", s)
 
 
 def _link_filter(base_url: str | None) -> Callable[[str, str, str], str | None]:
+    base = base_url if base_url and base_url.startswith(("http://", "https://")) else None
+
     def keep_link(element: str, attribute: str, value: str) -> str | None:
-        if attribute != "href":
-            return value
-        value = value.strip()
-        if not value:
+        if attribute != "href" or value.startswith(_ABSOLUTE_LINK):
+            return value  # the common case, kept cheap: this runs for every link of every entry
+        scheme = _SCHEME.match(value)
+        if scheme:
+            return value if scheme.group(1).lower() in _LINK_SCHEMES else None
+        if base is None or not value.strip():
+            # A relative link would point into *our* site; better no link than a wrong one.
             return None
         try:
-            scheme = urlsplit(value).scheme.lower()
-            if not scheme:
-                if not base_url:
-                    # A relative link would point into *our* site; better no link than a wrong one.
-                    return None
-                value = urljoin(base_url, value)
-                scheme = urlsplit(value).scheme.lower()
+            resolved = urljoin(base, value.strip())
         except ValueError:
             return None
-        return value if scheme in _LINK_SCHEMES else None
+        # Checked again after joining: "java\tscript:" has no scheme to the regex but has one to urljoin.
+        return resolved if resolved.startswith(("http://", "https://")) else None
 
     return keep_link
 

@@ -397,8 +397,12 @@ _BARE_AMPERSAND = re.compile(
 )
 
 
+_BARE_AMPERSAND_ANYWHERE = re.compile(rb"&(?!#[0-9]+;|#[xX][0-9a-fA-F]+;|[A-Za-z][A-Za-z0-9._-]*;)")
+
+
 def _escape_bare_ampersands(body: bytes) -> bytes:
-    if b"&" not in body:
+    # The quick search (no CDATA awareness) answers "nothing to do" for almost every feed.
+    if b"&" not in body or not _BARE_AMPERSAND_ANYWHERE.search(body):
         return body
     return _BARE_AMPERSAND.sub(lambda m: m.group(0) if m.group(0) != b"&" else b"&amp;", body)
 

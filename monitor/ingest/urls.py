@@ -98,7 +98,7 @@ def canonical_url(url: str, base: str | None = None) -> str | None:
     if not url or len(url) > MAX_URL_LENGTH:
         return None
     try:
-        if base:
+        if base and not url.lower().startswith(("http://", "https://")):
             url = urljoin(_TAB_NEWLINE.sub("", base).strip(), url)
         parts = urlsplit(url)
         scheme = parts.scheme.lower()
