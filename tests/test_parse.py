@@ -479,3 +479,32 @@ def test_sy_update_period_gives_ttl_when_there_is_no_ttl() -> None:
         b"<sy:updateFrequency>4</sy:updateFrequency><item><guid>g</guid><title>x</title></item></channel></rss>"
     )
     assert parse_feed(body, url="https://t.example/rss", now=NOW).ttl_minutes == 360
+
+
+def test_permalink_guid_that_is_not_an_address_does_not_become_the_url() -> None:
+    items = "<item><guid>12345</guid><title>Без ссылки</title></item>"
+    entry = parse_feed(rss(items), url="https://t.example/rss", now=NOW).entries[0]
+    assert entry.guid == "12345" and entry.url is None and entry.key == "guid:12345"
+
+
+def test_permalink_guid_that_is_an_address_becomes_the_url() -> None:
+    items = "<item><guid>https://t.example/news/5?utm_source=rss</guid><title>Со ссылкой</title></item>"
+    entry = parse_feed(rss(items), url="https://t.example/rss", now=NOW).entries[0]
+    assert entry.url == "https://t.example/news/5"
+
+
+def test_content_language_header_does_not_override_the_feed_language() -> None:
+    feed = parse("rss10.rdf", headers={"Content-Language": "en"})
+    assert {e.language for e in feed.entries} == {"ru"}
+
+
+def test_content_language_header_is_used_when_the_feed_declares_nothing() -> None:
+    feed = parse("cp1251.xml", headers={"Content-Language": "kk-KZ, ru"}, default_language="en")
+    assert feed.language == "kk"
+    assert {e.language for e in feed.entries} == {"kk"}
+
+
+def test_json_feed_is_named_in_the_error() -> None:
+    body = b'{"version": "https://jsonfeed.org/version/1.1", "title": "x", "items": []}'
+    with pytest.raises(ParseError, match="JSON Feed"):
+        parse_feed(body, url="https://t.example/feed.json", now=NOW)

@@ -67,6 +67,7 @@ class ParsedFeed:
 
 # A publisher's clock a little ahead of ours is normal; beyond this the date is wrong (or a trick to stay on top).
 FUTURE_TOLERANCE = timedelta(hours=1)
+_WEB = ("http://", "https://")
 _MAX_AUTHOR = 300
 _DERIVED_TITLE = 140
 # Raw HTML larger than this many times the text cap is cut before sanitising, to bound the work per entry.
@@ -220,6 +221,9 @@ def _pick_body(raw: Mapping[str, Any]) -> tuple[str, Mapping[str, Any] | None]:
 def _normalise_entry(raw: Mapping[str, Any], ctx: _Context) -> Entry | None:
     limits = ctx.limits
     raw_link = raw.get("link")
+    if raw.get("guidislink") and isinstance(raw_link, str) and not raw_link.lower().startswith(_WEB):
+        # feedparser copies a permalink GUID into a missing <link>; "12345" is no address, don't invent one.
+        raw_link = None
     url = canonical_url(raw_link, ctx.feed_url) if isinstance(raw_link, str) else None
     if url is not None and len(url) > limits.max_url:
         url = None
@@ -438,7 +442,11 @@ def parse_feed(
     now = _utc(now)
     # feedparser matches header names in lower case. Content-Location is left out on purpose: feedparser would
     # resolve non-URL GUIDs against it, making entry identity depend on the address the feed was fetched from.
-    response_headers = {k.lower(): v for k, v in (headers or {}).items() if k.lower() != "content-location"}
+    response_headers = {k.lower(): v for k, v in (headers or {}).items()}
+    response_headers.pop("content-location", None)
+    # Content-Language is kept out too: feedparser would let it override the feed's own <language>; it is only a
+    # fallback for feeds that declare nothing.
+    header_language = normalize_language(response_headers.pop("content-language", "").split(",")[0])
     try:
         result = feedparser.parse(
             io.BytesIO(_escape_bare_ampersands(body)),
@@ -457,6 +465,8 @@ def parse_feed(
         links = _advertised_feeds(body, url, result.get("encoding") or None)
         if looks_html or links:
             message = "this is an HTML page, not a feed"
+        elif body.lstrip()[:1] == b"{" and b"jsonfeed.org" in body[:2048]:
+            message = "JSON Feed is not supported; the site may also offer RSS or Atom"
         elif bozo is not None:
             message = f"not a feed ({_describe(bozo)})"
         else:
@@ -468,7 +478,7 @@ def parse_feed(
         warning = _describe(bozo)
 
     feed = result.get("feed") or {}
-    feed_language = normalize_language(feed.get("language"))
+    feed_language = normalize_language(feed.get("language")) or header_language
     default = normalize_language(default_language)
     ctx = _Context(url, feed_language, default, now, limits)
 
