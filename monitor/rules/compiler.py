@@ -322,7 +322,7 @@ class LangCompiler:
         children: list[CNode] = []
         ok = True
         for text, line in sdef.entries:
-            ast, problems = syntax.parse(text)
+            ast, problems = syntax.parse(syntax.list_entry(text))
             for p in problems:
                 self.report(f"set @{name}: {p.message}", sdef.file, line, p.token)
             if ast is None:

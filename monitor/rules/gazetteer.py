@@ -103,7 +103,7 @@ def load_places(path: Path, table: AtomTable, report: Report) -> Gazetteer:
                 continue
             for i, name in enumerate(names):
                 line = doc.line_of((*loc, lang, i))
-                ast, problems = syntax.parse(str(name))
+                ast, problems = syntax.parse(syntax.list_entry(str(name)))
                 for p in problems:
                     report(p.message, file, line, p.token)
                 if ast is None:

@@ -176,18 +176,19 @@ def tokenize(text: str) -> tuple[list[Tok], list[Problem]]:
     return toks, problems
 
 
-def parse_term(s: str, offset: int, problems: list[Problem]) -> Term | None:
+def parse_term(s: str, offset: int, problems: list[Problem], *, in_phrase: bool = False) -> Term | None:
+    s = s.rstrip("'’")  # writers' union: a trailing apostrophe is punctuation, as in the text
     m = _TERM_RE.fullmatch(s)
     if m is None:
         if "*" in s[:-1]:
             problems.append(Problem("a wildcard * may only end a word", offset, s))
-        elif s.lower() in _LOWER_OPERATORS:
+        elif s.lower() in _LOWER_OPERATORS and not in_phrase:
             problems.append(Problem(f"operators are written in capitals: {s.upper()}", offset, s))
         else:
             problems.append(Problem("not a valid term (letters, digits, inner - ' or .)", offset, s))
         return None
     exact, word, star = m.group(1), m.group(2), m.group(3)
-    if s.lower() in _LOWER_OPERATORS:
+    if s.lower() in _LOWER_OPERATORS and not in_phrase:
         problems.append(Problem(f"operators are written in capitals: {s.upper()}", offset, s))
         return None
     if star:
@@ -313,7 +314,7 @@ def parse_phrase(inner: str, offset: int, problems: list[Problem]) -> Phrase | N
     terms: list[Term] = []
     ok = True
     for m in re.finditer(r"\S+", inner):
-        term = parse_term(m.group(), offset + 1 + m.start(), problems)
+        term = parse_term(m.group(), offset + 1 + m.start(), problems, in_phrase=True)
         if term is None:
             ok = False
         else:
@@ -363,6 +364,18 @@ def parse(text: str) -> tuple[Node | None, list[Problem]]:
     if p.problems:
         return None, sorted(p.problems, key=lambda x: x.offset)
     return node, []
+
+
+_EXPRESSION_RE = re.compile(r'["()@]|\b(?:AND|OR|NOT|NEAR(?:/\d*)?)\b')
+
+
+def list_entry(text: str) -> str:
+    """A list entry (set member, place name) with spaces and no operators is a phrase: YAML already ate the
+    quotes of `["rights defender", ...]`, so put them back."""
+    text = text.strip()
+    if any(c.isspace() for c in text) and not _EXPRESSION_RE.search(text):
+        return '"' + text + '"'
+    return text
 
 
 def set_refs(node: Node) -> list[SetRef]:
