@@ -20,6 +20,7 @@ from datetime import UTC, datetime, timedelta
 from html import escape
 from html.parser import HTMLParser
 from typing import Any
+from urllib.parse import urljoin
 
 import feedparser
 
@@ -238,7 +239,9 @@ def _normalise_entry(raw: Mapping[str, Any], ctx: _Context) -> Entry | None:
     body, detail = _pick_body(raw)
     if body and detail is not None and _is_html(detail):
         body = body[: limits.max_text * _RAW_HTML_FACTOR]
-        base = detail.get("base") or url or ctx.feed_url
+        # xml:base where the document sets one (feedparser tracks it per element), else the entry's own page.
+        declared_base = detail.get("base")
+        base = urljoin(ctx.feed_url, declared_base) if declared_base else url or ctx.feed_url
         html, text = sanitize_html_and_text(body, base)
     else:
         text = normalize_text(body[: limits.max_text * _RAW_HTML_FACTOR])
