@@ -1,0 +1,482 @@
+"""Group items into incidents: one event, reported by several outlets in several languages over a day or two.
+
+    group_items(session, item_ids, now=...) -> GroupStats   assign classified items to open incidents or new ones
+    explain_incident(session, item_id) -> dict | None       which incident an item is in, and why
+
+An item joins an *open* incident (one whose reports lie within `window_hours` of it) that shares a category with
+it, when, compared with one of the incident's reports:
+
+- **text**: the stems of title and lead overlap (Jaccard >= TEXT_MIN) - the same story in the same language,
+  reworded or reprinted - unless each names people and they name none in common (two detentions written from one
+  template are two incidents); a near-copy (>= TEXT_COPY) joins regardless; or
+- **names**: they name the same person (two capitalised words, transliteration-blind, so "Zhanbolat Mamai" is
+  "Жанболата Мамая"), or share two other names (people, places, organisations), and their countries agree - the
+  same story across languages.
+
+Among several matching incidents the strongest match wins, then the lowest incident id, and items are taken in
+order of publication, so the same items always give the same incidents. Each decision is stored in the incident's
+`explanation`, and the features it compared in its `signature`, so later reports are matched without reloading
+texts and `monitor explain --item` can say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from monitor.incidents.features import Features, extract, jaccard
+from monitor.store.models import Incident, Item
+
+__all__ = [
+    "DEFAULT_SEVERITY",
+    "SEVERITY_RANK",
+    "WINDOW_HOURS",
+    "GroupStats",
+    "explain_incident",
+    "group_items",
+    "incident_severity",
+]
+
+WINDOW_HOURS = 72.0
+TEXT_MIN = 0.45  # below this, same-language rewrites of different events start to look alike
+TEXT_COPY = 0.8  # a reprint: joins even when a misspelt name makes the people look different
+NAMES_MIN = 2  # shared names (not a full person name) needed to join across languages
+MAX_MEMBERS = 20  # fingerprints kept per incident: the latest reports are what a new one is compared with
+_BATCH = 500  # ids per IN (...) query
+
+# TAXONOMY.md: high for protest_crackdown, prosecution, ngo_liquidation, intimidation; medium for the rest.
+DEFAULT_SEVERITY: dict[str, str] = {
+    "protest_crackdown": "high",
+    "prosecution": "high",
+    "ngo_liquidation": "high",
+    "intimidation": "high",
+}
+SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
+
+
+@dataclass
+class GroupStats:
+    new_incidents: list[int] = field(default_factory=list)
+    updated_incidents: list[int] = field(
+        default_factory=list
+    )  # existing incidents that changed (not new ones)
+    assigned: dict[int, int] = field(default_factory=dict)  # item id -> incident id, for the items given
+    skipped: list[int] = field(default_factory=list)  # unknown, pruned or unclassified items
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "new_incidents": self.new_incidents,
+            "updated_incidents": self.updated_incidents,
+            "assigned": {str(k): v for k, v in self.assigned.items()},
+            "skipped": self.skipped,
+        }
+
+
+def incident_severity(categories: Iterable[str], severity: Mapping[str, str] | None = None) -> str:
+    """The most severe of the categories' severities ("medium" for a category nobody rated)."""
+    table = {**DEFAULT_SEVERITY, **(severity or {})}
+    levels = [table.get(c, "medium") for c in categories] or ["medium"]
+    return min(levels, key=lambda s: SEVERITY_RANK.get(s, 9))
+
+
+def _utc(d: datetime) -> datetime:
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+
+
+@dataclass(frozen=True)
+class _Member:
+    item_id: int
+    published: datetime
+    categories: frozenset[str]
+    countries: frozenset[str]
+    features: Features
+
+    def to_json(self) -> dict[str, Any]:
+        f = self.features
+        return {
+            "t": _utc(self.published).isoformat(),
+            "c": sorted(self.categories),
+            "k": sorted(self.countries),
+            "s": sorted(f.stems),
+            "n": sorted(f.names),
+            "p": sorted(f.persons),
+        }
+
+    @classmethod
+    def from_json(cls, item_id: int, d: Mapping[str, Any]) -> _Member:
+        return cls(
+            item_id=item_id,
+            published=_utc(datetime.fromisoformat(d["t"])),
+            categories=frozenset(d.get("c", ())),
+            countries=frozenset(d.get("k", ())),
+            features=Features(
+                stems=frozenset(d.get("s", ())),
+                names=frozenset(d.get("n", ())),
+                persons=frozenset(d.get("p", ())),
+            ),
+        )
+
+    @classmethod
+    def of(cls, item: Item) -> _Member:
+        assert item.id is not None
+        return cls(
+            item_id=item.id,
+            published=_utc(item.published),
+            categories=frozenset(item.categories),
+            countries=frozenset(item.countries),
+            features=extract(item.title or "", item.text or ""),
+        )
+
+
+@dataclass
+class _Match:
+    kind: str  # "text" | "names"
+    score: float
+    member: _Member
+    shared_terms: list[str]
+    shared_names: list[str]
+    shared_persons: list[str]
+
+
+def _compare(item: _Member, other: _Member) -> _Match | None:
+    """Whether two reports tell the same event (categories and time are checked by the caller)."""
+    a, b = item.features, other.features
+    j = jaccard(a.stems, b.stems)
+    persons = a.persons & b.persons
+    names = a.names & b.names
+    different_people = bool(a.persons and b.persons and not persons)
+    countries_agree = not item.countries or not other.countries or bool(item.countries & other.countries)
+    kind, score = "", 0.0
+    if persons and countries_agree:
+        kind, score = "names", 0.6 + 0.04 * min(len(persons) + len(names), 4)
+    if (j >= TEXT_COPY or (j >= TEXT_MIN and not different_people)) and j > score:
+        kind, score = "text", j
+    if not kind and len(names) >= NAMES_MIN and countries_agree and not different_people:
+        kind, score = "names", 0.5 + 0.05 * min(len(names), 4)
+    if not kind:
+        return None
+    return _Match(
+        kind=kind,
+        score=round(score, 4),
+        member=other,
+        shared_terms=sorted(a.stems & b.stems)[:20],
+        shared_names=sorted(names),
+        shared_persons=sorted(persons),
+    )
+
+
+@dataclass
+class _Open:
+    """An incident as grouping sees it: its row and its latest reports' fingerprints."""
+
+    incident: Incident
+    members: dict[int, _Member]
+    first: datetime
+    last: datetime
+    categories: set[str]
+
+    @classmethod
+    def of(cls, inc: Incident) -> _Open:
+        raw = (inc.signature or {}).get("members", {})
+        members = {int(k): _Member.from_json(int(k), v) for k, v in raw.items()}
+        return cls(inc, members, _utc(inc.first_seen), _utc(inc.last_seen), set(inc.categories))
+
+    def add(self, m: _Member) -> None:
+        self.members[m.item_id] = m
+        self.first = min(self.first, m.published)
+        self.last = max(self.last, m.published)
+        self.categories |= m.categories
+
+
+def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
+    for i in range(0, len(ids), _BATCH):
+        yield ids[i : i + _BATCH]
+
+
+def _describe(entry: Mapping[str, Any], window_hours: float) -> str:
+    inc = entry["incident"]
+    if entry["reason"] == "first":
+        return (
+            f"started incident {inc}: no open incident within {window_hours:g} h shared a category and "
+            "near-duplicate text or the same names"
+        )
+    cats = ", ".join(entry.get("categories", []))
+    ago = f"{entry.get('hours_apart', 0):g} h apart"
+    other = entry.get("similar_to")
+    if entry["reason"] == "text":
+        terms = ", ".join(entry.get("shared_terms", [])[:8])
+        return (
+            f"joined incident {inc}: same category ({cats}) and near-duplicate text of item {other} "
+            f"(Jaccard {entry.get('score')} over title and lead; shared: {terms}), {ago}"
+        )
+    if entry["reason"] == "names":
+        names = ", ".join(entry.get("shared_persons") or entry.get("shared_names") or [])
+        return f"joined incident {inc}: same category ({cats}) and the same names ({names}) as item {other}, {ago}"
+    return f"in incident {inc}"
+
+
+def group_items(
+    session: Session,
+    item_ids: Sequence[int],
+    *,
+    now: datetime,
+    window_hours: float = WINDOW_HOURS,
+    severity: Mapping[str, str] | None = None,
+) -> GroupStats:
+    """Assign each given classified item to an open incident or a new one, and bring those incidents up to date.
+
+    Items without categories are left out (and leave the incident they were in, e.g. after `reclassify`); an
+    item already in an incident that still shares a category with it stays there. Flushes but does not commit.
+    """
+    stats = GroupStats()
+    now = _utc(now)
+    window = timedelta(hours=window_hours)
+    ids = sorted(set(item_ids))
+    items: list[Item] = []
+    for chunk in _chunks(ids):
+        items.extend(session.exec(select(Item).where(col(Item.id).in_(chunk))))
+    found = {i.id for i in items}
+    stats.skipped.extend(i for i in ids if i not in found)
+    items.sort(key=lambda i: (_utc(i.published), i.id or 0))
+
+    touched: set[int] = set()  # incidents whose members or fingerprints changed
+    members_changed: set[int] = set()
+    entries: dict[int, dict[str, dict[str, Any]]] = {}  # incident id -> new explanation entries by item id
+    fresh: dict[int, _Member] = {}  # fingerprints of the given items, by item id
+
+    to_match: list[Item] = []
+    for item in items:
+        assert item.id is not None
+        if item.pruned or not item.categories:
+            if item.incident_id is not None:
+                touched.add(item.incident_id)
+                members_changed.add(item.incident_id)
+                item.incident_id = None
+            stats.skipped.append(item.id)
+            continue
+        fresh[item.id] = _Member.of(item)
+        if item.incident_id is not None:
+            inc = session.get(Incident, item.incident_id)
+            if inc is not None and set(inc.categories) & set(item.categories):
+                touched.add(
+                    item.incident_id
+                )  # its text or countries may have changed: refresh the fingerprint
+                stats.assigned[item.id] = item.incident_id
+                continue
+            # It no longer fits (reclassified into other categories): it leaves and is grouped afresh.
+            touched.add(item.incident_id)
+            members_changed.add(item.incident_id)
+            item.incident_id = None
+        to_match.append(item)
+
+    opened: dict[int, _Open] = {}
+    if to_match:
+        lo = _utc(to_match[0].published) - window
+        hi = _utc(to_match[-1].published) + window
+        q = (
+            select(Incident)
+            .where(
+                col(Incident.last_seen) >= lo, col(Incident.first_seen) <= hi, col(Incident.item_count) > 0
+            )
+            .order_by(col(Incident.id))
+        )
+        for inc in session.exec(q):
+            assert inc.id is not None
+            opened[inc.id] = _Open.of(inc)
+
+    for item in to_match:
+        assert item.id is not None
+        me = fresh[item.id]
+        best: tuple[float, int, _Match] | None = None
+        for inc_id, op in opened.items():
+            if not (op.categories & me.categories):
+                continue
+            if me.published < op.first - window or me.published > op.last + window:
+                continue
+            for other in op.members.values():
+                if other.item_id == item.id or not (other.categories & me.categories):
+                    continue
+                m = _compare(me, other)
+                # strongest match first; ties go to the oldest incident, then the oldest report
+                if m is not None and (
+                    best is None
+                    or (m.score, -inc_id, -other.item_id) > (best[0], -best[1], -best[2].member.item_id)
+                ):
+                    best = (m.score, inc_id, m)
+        if best is None:
+            inc = Incident(
+                title=item.title,
+                categories=sorted(item.categories),
+                countries=sorted(item.countries),
+                severity=incident_severity(item.categories, severity),
+                first_seen=me.published,
+                last_seen=me.published,
+                updated_at=now,
+                item_count=0,
+            )
+            session.add(inc)
+            session.flush()
+            assert inc.id is not None
+            stats.new_incidents.append(inc.id)
+            op = _Open(inc, {}, me.published, me.published, set(item.categories))
+            opened[inc.id] = op
+            entry: dict[str, Any] = {
+                "incident": inc.id,
+                "reason": "first",
+                "categories": sorted(item.categories),
+            }
+        else:
+            _, inc_id, m = best
+            op = opened[inc_id]
+            entry = {
+                "incident": inc_id,
+                "reason": m.kind,
+                "similar_to": m.member.item_id,
+                "score": m.score,
+                "categories": sorted(op.categories & me.categories),
+                "hours_apart": round(abs((me.published - m.member.published).total_seconds()) / 3600, 1),
+                "shared_terms": m.shared_terms,
+                "shared_names": m.shared_names,
+                "shared_persons": m.shared_persons,
+            }
+        entry["text"] = _describe(entry, window_hours)
+        assert op.incident.id is not None
+        op.add(me)
+        item.incident_id = op.incident.id
+        stats.assigned[item.id] = op.incident.id
+        touched.add(op.incident.id)
+        members_changed.add(op.incident.id)
+        entries.setdefault(op.incident.id, {})[str(item.id)] = entry
+
+    session.flush()
+    for chunk in _chunks(sorted(touched)):
+        _refresh(session, chunk, now, severity, fresh, entries, members_changed, stats)
+    stats.new_incidents.sort()
+    stats.updated_incidents.sort()
+    return stats
+
+
+def _refresh(
+    session: Session,
+    incident_ids: Sequence[int],
+    now: datetime,
+    severity: Mapping[str, str] | None,
+    fresh: Mapping[int, _Member],
+    entries: Mapping[int, Mapping[str, dict[str, Any]]],
+    members_changed: set[int],
+    stats: GroupStats,
+) -> None:
+    """Recompute the touched incidents' fields from their members; bump `updated_at` only on a real change."""
+    rows: dict[int, list[tuple[int, str, list[str], list[str], datetime]]] = {i: [] for i in incident_ids}
+    # Only the columns needed (a big incident's texts would be a lot to load); sqlmodel's select stops at 4.
+    q = sa_select(
+        col(Item.incident_id),
+        col(Item.id),
+        col(Item.title),
+        col(Item.categories),
+        col(Item.countries),
+        col(Item.published),
+    ).where(col(Item.incident_id).in_(incident_ids))
+    for inc_id, item_id, title, cats, countries, published in session.execute(q):
+        assert inc_id is not None and item_id is not None
+        rows[inc_id].append((item_id, title, list(cats), list(countries), _utc(published)))
+    new = set(stats.new_incidents)
+    for inc_id in incident_ids:
+        inc = session.get(Incident, inc_id)
+        if inc is None:
+            continue
+        members = sorted(rows[inc_id], key=lambda r: (r[4], r[0]))
+        before = (
+            inc.title,
+            inc.categories,
+            inc.countries,
+            inc.severity,
+            inc.first_seen,
+            inc.last_seen,
+            inc.item_count,
+        )
+        if members:
+            categories = sorted({c for r in members for c in r[2]})
+            inc.title = next((r[1] for r in members if r[1].strip()), members[0][1])
+            inc.categories = categories
+            inc.countries = sorted({c for r in members for c in r[3]})
+            inc.severity = incident_severity(categories, severity)
+            inc.first_seen = members[0][4]
+            inc.last_seen = members[-1][4]
+        inc.item_count = len(members)
+        member_ids = {r[0] for r in members}
+
+        old_sig = inc.signature or {}
+        fps = {int(k): v for k, v in old_sig.get("members", {}).items() if int(k) in member_ids}
+        for item_id in member_ids & fresh.keys():
+            fps[item_id] = fresh[item_id].to_json()
+        published = {r[0]: r[4] for r in members}
+        keep = sorted(fps, key=lambda i: (published[i], i))[-MAX_MEMBERS:]
+        kept = {i: fps[i] for i in keep}
+        signature = {
+            "window_members": MAX_MEMBERS,
+            "names": sorted({n for v in kept.values() for n in v.get("n", ())}),
+            "persons": sorted({p for v in kept.values() for p in v.get("p", ())}),
+            "members": {str(i): kept[i] for i in keep},
+        }
+        old_items = (inc.explanation or {}).get("items", {})
+        items_expl = {k: v for k, v in old_items.items() if int(k) in member_ids}
+        items_expl.update(entries.get(inc_id, {}))
+        explanation = {
+            "rule": (
+                f"same category, within the window, and near-duplicate title and lead (Jaccard >= {TEXT_MIN}) "
+                f"or the same person / {NAMES_MIN}+ names with agreeing countries"
+            ),
+            "items": dict(sorted(items_expl.items(), key=lambda kv: int(kv[0]))),
+        }
+        after = (
+            inc.title,
+            inc.categories,
+            inc.countries,
+            inc.severity,
+            inc.first_seen,
+            inc.last_seen,
+            inc.item_count,
+        )
+        changed = before != after or inc_id in members_changed
+        if signature != old_sig:
+            inc.signature = signature
+        if explanation != inc.explanation:
+            inc.explanation = explanation
+        if changed:
+            inc.updated_at = now
+            if inc_id not in new:
+                stats.updated_incidents.append(inc_id)
+    session.flush()
+
+
+def explain_incident(session: Session, item_id: int) -> dict[str, Any] | None:
+    """Which incident a stored item belongs to and why; None when the item is unknown or not in an incident."""
+    item = session.get(Item, item_id)
+    if item is None or item.incident_id is None:
+        return None
+    inc = session.get(Incident, item.incident_id)
+    if inc is None:
+        return None
+    entry = dict((inc.explanation or {}).get("items", {}).get(str(item_id), {}))
+    entry.setdefault("reason", "unknown")
+    entry.setdefault("text", f"in incident {inc.id} (grouped before explanations were recorded)")
+    return {
+        "item": item_id,
+        "incident": {
+            "id": inc.id,
+            "title": inc.title,
+            "categories": list(inc.categories),
+            "countries": list(inc.countries),
+            "severity": inc.severity,
+            "first_seen": _utc(inc.first_seen).isoformat(),
+            "last_seen": _utc(inc.last_seen).isoformat(),
+            "item_count": inc.item_count,
+        },
+        **{k: v for k, v in entry.items() if k != "incident"},
+    }

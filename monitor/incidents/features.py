@@ -1,0 +1,170 @@
+"""What grouping compares: content-word stems (same-language near-duplicates) and name keys (across languages).
+
+Pure functions of an item's title and text, so they can be tested with plain strings and stored in an incident's
+`signature` without reloading items.
+
+- **Stems**: case-folded words of three letters or more, minus function words, cut to six letters. Cutting is a
+  crude stemmer, but it makes "задержали"/"задержан" or "detained"/"detains" the same token, which is what a
+  cheap near-duplicate test over title and lead needs.
+- **Name keys**: capitalised words not at the start of a sentence (so not "Police" in "Police detained..."),
+  transliterated to Latin and reduced to a spelling-blind key: "Zhanbolat Mamai", "Janbolat Mamay" and
+  "Жанболат Мамай" (also inflected: "Жанболата Мамая") all give `janbo` and `mamai`. Two capitalised words in a
+  row give a *person* key (`janbo+mamai`, order-free, as Russian often puts the surname first).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+
+__all__ = ["Features", "extract", "jaccard", "name_key", "translit"]
+
+_WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_SENTENCE_END = re.compile(r"[.!?…\n]\s*[\"'«»“”„(\[]*\s*$")
+LEAD_WORDS = 80  # title + this many words of text: the lead says what happened; later paragraphs drift
+STEM = 6
+KEY = 5  # name keys are this long: long enough to tell names apart, short enough to ignore case endings
+
+_CYR = {
+    "а": "a", "б": "b", "в": "v", "г": "g", "д": "d", "е": "e", "ё": "e", "ж": "zh", "з": "z", "и": "i",
+    "й": "i", "к": "k", "л": "l", "м": "m", "н": "n", "о": "o", "п": "p", "р": "r", "с": "s", "т": "t",
+    "у": "u", "ф": "f", "х": "kh", "ц": "ts", "ч": "ch", "ш": "sh", "щ": "shch", "ъ": "", "ы": "y", "ь": "",
+    "э": "e", "ю": "yu", "я": "ya",
+    # Kazakh
+    "ә": "a", "ғ": "g", "қ": "k", "ң": "n", "ө": "o", "ұ": "u", "ү": "u", "һ": "h", "і": "i",
+    # Ukrainian, Belarusian, Kyrgyz, Tajik, Uzbek Cyrillic
+    "є": "e", "ї": "i", "ґ": "g", "ў": "u", "ӊ": "n", "ҳ": "h", "ҷ": "j", "ӣ": "i", "ӯ": "u",
+}  # fmt: skip
+_YE = re.compile(r"(?:(?<=[аеёиоуыэюяәөұүі])|^)е")
+_TRANS = str.maketrans({k: v for k, v in _CYR.items() if len(k) == 1})
+# Applied in order to Latin text: different romanisations of the same Cyrillic name converge.
+_SPELLING = [
+    (re.compile(r"shch|sch"), "s"),
+    (re.compile(r"dzh|dj|zh"), "j"),
+    (re.compile(r"kh"), "h"),
+    (re.compile(r"ts|tz"), "c"),
+    (re.compile(r"ch"), "c"),
+    (re.compile(r"sh"), "s"),
+    (re.compile(r"ph"), "f"),
+    (re.compile(r"w"), "v"),
+    (re.compile(r"x"), "ks"),
+    (re.compile(r"q"), "k"),
+    (re.compile(r"^ye|^yo"), "e"),  # Yerlan / Ерлан
+    (re.compile(r"y"), "i"),
+    (re.compile(r"(.)\1+"), r"\1"),  # Kassym / Касым
+]
+
+# Capitalised words that are not names of people or places (sentence-initial ones are skipped anyway, but titles
+# and quotes capitalise freely). Stored as keys, so each line covers every spelling and case ending.
+_NOT_NAMES = """
+the a an and or but of in on at to for from with by as after before over under into about during against near
+police court supreme city district regional region ministry interior justice internal affairs prosecutor office
+general president parliament government state republic national international committee security service agency
+human rights watch amnesty freedom house radio free europe liberty news press agency reuters tass interfax
+monday tuesday wednesday thursday friday saturday sunday january february march april may june july august
+september october november december mr mrs ms dr
+kazakhstan kyrgyzstan uzbekistan tajikistan turkmenistan russia belarus azerbaijan ukraine
+в на и по с к о у за из от до для при что как это его её их он она они мы вы я не
+суд полиция прокуратура министерство внутренних дел генеральная генеральный президент парламент правительство
+республика республики области город района районный областной комитет национальной безопасности служба агентство
+понедельник вторник среда четверг пятница суббота воскресенье января февраля марта апреля мая июня июля
+августа сентября октября ноября декабря
+казахстан кыргызстан киргизия узбекистан таджикистан туркменистан россия беларусь азербайджан украина
+"""
+_STOP_STEMS_SRC = """
+the and for with from that this was were are has have had been will would not but its his her their they them
+which who whom said says also after before over into about than then there here when while where what more most
+other some such only very can could may might must should under against during between including including
+и в во на по с со к ко о об от до для при что как это этот эта эти его ее её их он она они мы вы не но же ли бы
+был была были было быть будет также того том этом после перед через между который которая которые которых
+сказал сообщил заявил года году лет а из за у же уже ещё еще или
+және мен бен пен да де та те үшін бойынша туралы деп бұл осы ол олар
+"""
+
+
+def translit(word: str) -> str:
+    """Lower-case Latin transliteration (diacritics dropped), e.g. "Жанболат" -> "zhanbolat"."""
+    # "е" after a vowel or at the start is "ye" in every common romanisation (Токаев -> Tokayev, Ерлан -> Yerlan).
+    w = _YE.sub("ye", word.lower().replace("ё", "е")).translate(_TRANS)
+    w = unicodedata.normalize("NFKD", w)
+    return "".join(c for c in w if not unicodedata.combining(c))
+
+
+def name_key(word: str) -> str:
+    """Spelling-blind key of a name: transliterated, romanisation variants merged, cut to KEY letters."""
+    w = translit(word)
+    for pattern, repl in _SPELLING:
+        w = pattern.sub(repl, w)
+    return w[:KEY]
+
+
+_NOT_NAME_KEYS = frozenset(name_key(w) for w in _NOT_NAMES.split())
+_STOP_STEMS = frozenset(w.replace("ё", "е")[:STEM] for w in _STOP_STEMS_SRC.split())
+
+
+def _stem(word: str) -> str:
+    return word.lower().replace("ё", "е")[:STEM]
+
+
+def jaccard(a: frozenset[str] | set[str], b: frozenset[str] | set[str]) -> float:
+    if not a or not b:
+        return 0.0
+    inter = len(a & b)
+    return inter / (len(a) + len(b) - inter)
+
+
+@dataclass(frozen=True)
+class Features:
+    stems: frozenset[str]
+    names: frozenset[str]  # single name keys
+    persons: frozenset[str]  # "a+b" keys of two capitalised words in a row, sorted
+
+
+def _is_title_case(title: str) -> bool:
+    words = _WORD.findall(title)
+    long = [w for w in words if len(w) > 3]
+    return len(long) >= 3 and sum(w[0].isupper() for w in long) / len(long) > 0.6
+
+
+def _names(text: str) -> tuple[set[str], set[str]]:
+    names: set[str] = set()
+    persons: set[str] = set()
+    prev_key: str | None = None  # key of the previous word if it was a capitalised name word right before
+    prev_end = -1
+    for m in _WORD.finditer(text):
+        word = m.group()
+        gap = text[prev_end : m.start()] if prev_end >= 0 else ""
+        initial = prev_end < 0 or bool(_SENTENCE_END.search(text[max(0, m.start() - 4) : m.start()]))
+        capital = word[0].isupper() and len(word) >= 3
+        key = name_key(word) if capital else ""
+        if not capital or key in _NOT_NAME_KEYS or len(key) < 3:
+            prev_key = None
+        else:
+            adjacent = prev_key is not None and gap.strip(" -\u00a0") == ""
+            if adjacent and prev_key is not None:
+                persons.add("+".join(sorted((prev_key, key))))
+                names.add(prev_key)
+            if not initial:
+                names.add(key)
+            prev_key = key
+        prev_end = m.end()
+    return names, persons
+
+
+def extract(title: str, text: str) -> Features:
+    lead_end = 0
+    words: list[str] = []
+    for m in _WORD.finditer(text):
+        words.append(m.group())
+        lead_end = m.end()
+        if len(words) >= LEAD_WORDS:
+            break
+    lead = text[:lead_end]  # keeps punctuation: name extraction needs the sentence boundaries
+    stems = (
+        frozenset(s for s in (_stem(w) for w in [*_WORD.findall(title), *words]) if len(s) >= 3) - _STOP_STEMS
+    )
+    # Headline Title Case capitalises every word; names then come from the text alone.
+    name_src = ("" if _is_title_case(title) else title + ".\n") + lead
+    names, persons = _names(name_src)
+    return Features(stems=stems, names=frozenset(names), persons=frozenset(persons))
