@@ -34,7 +34,7 @@ from typing import Any
 
 from monitor.rules.normalize import fold
 
-MORPH_VERSION = "1"  # bump when expansion logic changes, so cached expansions are rebuilt
+MORPH_VERSION = "2"  # bump when expansion logic changes, so cached expansions are rebuilt
 LANGUAGES = ("en", "ru", "uk", "kk")
 
 # ---- Kazakh suffix grammar ---------------------------------------------------------------------------
@@ -45,8 +45,9 @@ _CASE = (
     "(?:ның|нің|дың|дің|тың|тің|ға|ге|қа|ке|на|не|а|е|ны|ні|ды|ді|ты|ті|н"
     "|нда|нде|да|де|та|те|нан|нен|дан|ден|тан|тен|мен|бен|пен|ша|ше)"
 )
-_ADJ = "(?:ғы|гі|қы|кі)"
-_NOUN_TAIL = f"{_PL}?{_POSS}?{_CASE}?{_ADJ}?"
+# -ғы/-гі makes adjectives of locatives (Алматыдағы); after anything else it would let жала match жалақы
+_LOC_ADJ = "(?:да|де|та|те|нда|нде)(?:ғы|гі|қы|кі)"
+_NOUN_TAIL = f"{_PL}?{_POSS}?(?:{_LOC_ADJ}|{_CASE})?"
 _VOICE = "(?:ыл|іл|л|ын|ін|н|ыс|іс|с|ғыз|гіз|қыз|кіз|дыр|дір|тыр|тір|т){0,2}"
 _NEG = "(?:ма|ме|ба|бе|па|пе)?"
 _PERSON = "(?:м|ң|ңыз|ңіз|қ|к|ңдар|ңдер|ңыздар|ңіздер|лар|лер)"
