@@ -45,6 +45,7 @@ class FeedResult:
     linked: int = 0
     entries: int = 0
     elapsed: float = 0.0
+    fetch_seconds: float = 0.0  # the network part of `elapsed` (waiting for a connection slot included)
     next_check_at: datetime | None = None
     new_item_ids: list[int] = field(default_factory=list)
 
@@ -162,6 +163,7 @@ class Poller:
         ignore_schedule: bool = False,
         worker: str | None = None,
         limit: int | None = None,
+        lease_seconds: float = 900,
         on_start: Callable[[int], None] | None = None,
         on_result: Callable[[FeedResult], None] | None = None,
         now_fn: Callable[[], datetime] = utcnow,
@@ -177,6 +179,7 @@ class Poller:
                 ignore_schedule=ignore_schedule,
                 worker=worker,
                 limit=limit,
+                lease_seconds=lease_seconds,
             )
             snapshot = {f.id: f.model_copy() for f in feeds}
         if on_start:
@@ -328,6 +331,7 @@ class Poller:
                         False,
                     )
                     s.add(row)
+        res.fetch_seconds = round(fetched.elapsed, 4)
         res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
         return res
 
