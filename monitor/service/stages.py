@@ -1,0 +1,147 @@
+"""The service's calls into the later stages (incidents, digests, site), in one place.
+
+Each stage is an ordinary function that the CLI calls too; this module only adapts arguments and turns what
+comes back into something the scheduler can log and count. A stage missing from this build (an optional part,
+or one still being written) makes its job a logged no-op instead of a crash.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from monitor.service.runtime import Runtime, optional
+
+log = logging.getLogger("monitor.service")
+
+
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `fn` with the keyword arguments it accepts, so an optional argument it does not take is dropped."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(*args, **kwargs)
+
+
+# --- incidents --------------------------------------------------------------------------------------------
+
+
+def group_items(engine: Engine, runtime: Runtime, item_ids: Sequence[int]) -> Any:
+    """Group newly stored items into incidents, in one transaction; None when the stage is not in this build.
+
+    Workers sharing PostgreSQL take turns (advisory lock): two of them grouping reports of one event at the
+    same moment would each open an incident for it.
+    """
+    fn = optional("monitor.incidents", "group_items")
+    if fn is None:
+        return None
+    from monitor.service.locks import exclusive
+    from monitor.store.engine import session_scope
+    from monitor.store.types import utcnow
+
+    del runtime  # grouping has no settings of its own yet
+    with exclusive(engine, "incidents", timeout=300) as got:
+        if not got:
+            raise TimeoutError("another worker held the incident lock for 5 minutes")
+        with session_scope(engine) as s:
+            return fn(s, list(item_ids), now=utcnow())
+
+
+# --- digests ----------------------------------------------------------------------------------------------
+
+
+def digests_available() -> bool:
+    return optional("monitor.deliver.digest", "deliver_digest") is not None
+
+
+@dataclass(frozen=True)
+class DigestOutcome:
+    outcome: str  # delivered | empty | pending (failed, to be retried) | failed | skipped | unavailable
+    detail: str = ""
+    raw: Any = None
+
+
+def _describe_run(run: Any) -> DigestOutcome:
+    """DigestRun.status is delivered | pending | empty | dry_run | busy (another process is sending it)."""
+    status = str(getattr(run, "status", "") or "")
+    detail = f"{getattr(run, 'incidents', 0)} new incidents, {getattr(run, 'updates', 0)} updates"
+    error = getattr(run, "error", None)
+    if error:
+        detail += f"; {error}"
+    mapping = {"delivered": "delivered", "dry_run": "delivered", "empty": "empty", "busy": "skipped"}
+    return DigestOutcome(mapping.get(status, "pending" if status == "pending" else "failed"), detail, run)
+
+
+def deliver_digest(
+    engine: Engine,
+    runtime: Runtime,
+    name: str,
+    *,
+    now: datetime | None = None,
+    dry_run_out: Path | None = None,
+) -> DigestOutcome:
+    fn = optional("monitor.deliver.digest", "deliver_digest")
+    if fn is None:
+        return DigestOutcome("unavailable", "digests are not available in this build")
+    run = fn(engine, runtime.dir, name, now=now, dry_run_out=dry_run_out)
+    return _describe_run(run)
+
+
+def retry_pending(engine: Engine, runtime: Runtime) -> list[DigestOutcome]:
+    fn = optional("monitor.deliver.digest", "retry_pending")
+    if fn is None:
+        return []
+    return [_describe_run(r) for r in fn(engine, runtime.dir)]
+
+
+def last_run_at(engine: Engine, name: str) -> datetime | None:
+    """When a digest was last built (sent, queued for retry, or found empty), from the digest stage's state
+    table: the scheduler compares it with the slot it is about to serve, so a slot is served once."""
+    try:
+        from monitor.store.digest_models import DigestState
+    except ImportError:
+        return None
+    from monitor.store.engine import session_scope
+
+    with session_scope(engine) as s:
+        row = s.get(DigestState, name)
+        return row.last_run_at if row is not None else None
+
+
+# --- site -------------------------------------------------------------------------------------------------
+
+
+def site_available() -> bool:
+    return optional("monitor.deliver.site", "build_site") is not None
+
+
+def build_site(engine: Engine, runtime: Runtime, out_dir: Path) -> bool:
+    """Build the site into a staging folder next to `out_dir`, then swap it in, so the HTTP server never
+    serves a half-written site. False when the site stage is not in this build."""
+    fn = optional("monitor.deliver.site", "build_site")
+    if fn is None:
+        return False
+    out_dir = out_dir.resolve()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
+    try:
+        _call(fn, engine, staging, config_dir=runtime.dir, config=runtime.config, out=staging)
+        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+        if out_dir.exists():
+            out_dir.rename(old)
+        staging.rename(out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return True
