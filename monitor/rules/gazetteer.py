@@ -19,6 +19,7 @@ from monitor.errors import ConfigError
 from monitor.rules import syntax
 from monitor.rules.compiler import AtomTable, Hits
 from monitor.rules.morph import LANGUAGES
+from monitor.rules.normalize import fold
 
 _CODE_RE = re.compile(r"[A-Z]{2}")
 
@@ -56,14 +57,15 @@ class Gazetteer:
         ctx = [(f, s, e) for a in self.context & hits.keys() for f, s, e in hits[a]]
         d = self.distance + 1
         strong: set[str] = set()
-        weak: dict[str, set[int]] = {}
+        weak: dict[str, set[str]] = {}
         for a, f, s, e in kept:
             place = self.places[a]
             demoted = place.ambiguous or any(
                 cf == f and cs - e <= d and s - ce <= d and not (cs >= s and ce <= e) for cf, cs, ce in ctx
             )
             if demoted:
-                weak.setdefault(place.country, set()).add(a)
+                # the same name twice, or in two languages (Астана ru/kk), is still one signal
+                weak.setdefault(place.country, set()).add(fold(place.name))
             else:
                 strong.add(place.country)
         tagged = strong | {c for c, atoms in weak.items() if len(atoms) >= 2}
