@@ -1,0 +1,180 @@
+"""`digest NAME` (deliver now, or `--dry-run --out DIR`), `digest --status`, `digest --retry`, and the digests part
+of `monitor check`."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from monitor.cli.app import (
+    EXIT_OK,
+    EXIT_PROBLEMS,
+    CheckResult,
+    JsonOpt,
+    app,
+    err,
+    fail,
+    fail_config,
+    out,
+    print_json,
+    register_check,
+    state,
+)
+from monitor.config.load import collect
+from monitor.errors import ConfigError, DeliveryError
+
+
+@register_check
+def check_digests(config_dir: Path) -> CheckResult:
+    """digests.yaml: categories exist, cron and time zones are valid, addresses look like addresses."""
+    from monitor.deliver.digests import FILE_NAME, load_digests, next_fire_time
+    from monitor.deliver.smtp import ENV_VAR, target_from_env
+    from monitor.store.types import utcnow
+
+    result = CheckResult("digests")
+    config_dir = Path(config_dir)
+    try:
+        digests = load_digests(config_dir)
+    except ConfigError as exc:
+        result.errors += collect(exc)
+        return result
+    if not (config_dir / FILE_NAME).exists():
+        result.notes.append(f"no {FILE_NAME}: no digests")
+        return result
+    now = utcnow()
+    for d in digests:
+        nxt = next_fire_time(d, now)
+        when = (
+            "after each poll" if nxt is None else f"next {nxt.astimezone(d.zone):%Y-%m-%d %H:%M} {d.timezone}"
+        )
+        to = f"{len(d.email.recipients)} recipient(s)" if d.email else "page only"
+        result.notes.append(f"{d.name} ({when}, {to})")
+    if any(d.email for d in digests):
+        if os.environ.get(ENV_VAR):
+            try:
+                target_from_env()
+            except DeliveryError as exc:
+                result.errors.append(ConfigError(str(exc), field=ENV_VAR))
+        else:
+            result.notes.append(f"{ENV_VAR} is not set: email digests will wait as pending")
+    return result
+
+
+def _describe(run: Any) -> str:
+    what = f"{run.incidents} new incident(s)" + (f", {run.updates} update(s)" if run.updates else "")
+    if run.status == "delivered":
+        to = f"to {len(run.recipients)} recipient(s)" if run.recipients else "(page)"
+        again = " (resent after an interrupted attempt, same Message-ID)" if run.maybe_sent else ""
+        refused = f"; refused: {', '.join(run.refused)}" if run.refused else ""
+        return f"{run.digest}: delivered {what} {to}, {run.message_id}{again}{refused}"
+    if run.status == "pending":
+        nxt = f"; next attempt {run.next_attempt_at:%Y-%m-%d %H:%M UTC}" if run.next_attempt_at else ""
+        return f"{run.digest}: NOT delivered ({what}), attempt {run.attempts}: {run.error}{nxt}"
+    if run.status == "empty":
+        return f"{run.digest}: nothing new, nothing sent"
+    if run.status == "busy":
+        return f"{run.digest}: another run is delivering this digest right now"
+    if run.status == "dry_run":
+        return f"{run.digest}: {what}; wrote {run.eml_path} and {run.html_path} (nothing sent)"
+    return f"{run.digest}: {run.status}"
+
+
+@app.command("digest")
+def digest(
+    ctx: typer.Context,
+    name: str | None = typer.Argument(None, help="Digest name from digests.yaml (e.g. daily)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Write the message and page instead of sending."),
+    out_dir: Path | None = typer.Option(None, "--out", metavar="DIR", help="Folder for --dry-run output."),
+    status: bool = typer.Option(False, "--status", help="Show deliveries and pending (failed) digests."),
+    retry: bool = typer.Option(False, "--retry", help="Resend pending digests whose backoff has expired."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Build and deliver one digest now; exit 1 if it could not be delivered (it stays pending and is retried)."""
+    from monitor.deliver.digest import deliver_digest, digest_status, retry_pending
+
+    st = state(ctx)
+    if status or retry:
+        if name or dry_run or out_dir:
+            fail("--status and --retry take no digest name, --dry-run or --out")
+        engine = st.engine()
+        runs = retry_pending(engine, st.config_dir) if retry else []
+        rows = digest_status(engine)
+        _print_status(rows, runs, st.config_dir, as_json)
+        problems = any(r.status == "pending" for r in runs) or any(
+            r["pending"] and r["pending"]["last_error"] for r in rows
+        )
+        raise typer.Exit(EXIT_PROBLEMS if problems else EXIT_OK)
+    if not name:
+        fail("give a digest name (see digests.yaml), or --status")
+    if dry_run != (out_dir is not None):
+        fail("--dry-run and --out DIR go together")
+    try:
+        run = deliver_digest(st.engine(), st.config_dir, name, dry_run_out=out_dir)
+    except ConfigError as exc:
+        fail_config(exc)
+    runs = [r for r in (run.previous, run) if r is not None]
+    if as_json:
+        print_json(run.to_json())
+    else:
+        for r in runs:
+            (out if r.status != "pending" else err).print(_describe(r), highlight=False, markup=False)
+    raise typer.Exit(EXIT_OK if run.ok else EXIT_PROBLEMS)
+
+
+def _print_status(rows: list[dict[str, Any]], runs: list[Any], config_dir: Path, as_json: bool) -> None:
+    from monitor.deliver.digests import load_digests
+
+    try:
+        configured = {d.name: d for d in load_digests(config_dir)}
+        config_error = None
+    except ConfigError as exc:
+        configured, config_error = {}, exc
+    by_name = {r["name"]: r for r in rows}
+    for cname in configured:
+        by_name.setdefault(
+            cname,
+            {
+                "name": cname,
+                "position": None,
+                "last_run_at": None,
+                "last_delivered_at": None,
+                "last_message_id": None,
+                "delivered": 0,
+                "pending": None,
+            },
+        )
+    for r in by_name.values():
+        d = configured.get(r["name"])
+        r["configured"] = d is not None
+        r["schedule"] = d.schedule if d else None
+        r["timezone"] = d.timezone if d else None
+    items = [by_name[k] for k in sorted(by_name)]
+    if as_json:
+        print_json({"digests": items, "retried": [x.to_json() for x in runs]})
+        return
+    if config_error is not None:
+        err.print(f"[yellow]warning:[/yellow] {config_error.describe()}", highlight=False)
+    for x in runs:
+        out.print("retry: " + _describe(x), highlight=False, markup=False)
+    if not items:
+        out.print("no digests configured or delivered yet")
+    for r in items:
+        sched = f" [{r['schedule']} {r['timezone']}]" if r["schedule"] else " [not in digests.yaml]"
+        last = r["last_delivered_at"] or "never"
+        out.print(
+            f"{r['name']}{sched}: {r['delivered']} delivered, last {last}", highlight=False, markup=False
+        )
+        p = r["pending"]
+        if p:
+            line = (
+                f"  pending since {p['created_at']}: {p['incidents']} new, {p['updates']} updates; "
+                f"attempts {p['attempts']}; next {p['next_attempt_at'] or 'now'}; Message-ID {p['message_id']}"
+            )
+            out.print(line, highlight=False, markup=False)
+            if p["last_error"]:
+                err.print(f"  last error: {p['last_error']}", highlight=False, markup=False)
+            if p["maybe_sent"]:
+                out.print("  an attempt was interrupted: it may have arrived; a resend reuses the Message-ID")
