@@ -7,6 +7,7 @@ carries on, so the demo always ends with a summary saying where to look.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -220,10 +221,8 @@ def serve_site(directory: Path, port: int = 0) -> None:
         print(
             f"serving {directory} on http://127.0.0.1:{httpd.server_address[1]}/ (Ctrl-C to stop)", flush=True
         )
-        try:
+        with contextlib.suppress(KeyboardInterrupt):
             httpd.serve_forever()
-        except KeyboardInterrupt:
-            pass
 
 
 __all__ = ["DemoResult", "Step", "run_demo", "serve_site"]
