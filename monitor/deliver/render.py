@@ -8,6 +8,7 @@ show up literally in a mail body. Feed HTML reaches a page only through the `saf
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -24,6 +25,8 @@ __all__ = [
     "COUNTRY_NAMES",
     "environment",
     "safe_url",
+    "slug",
+    "truncate_text",
 ]
 
 # Fallbacks when no classifier is loaded (taxonomy ids are a public contract, see reference/TAXONOMY.md);
@@ -59,6 +62,12 @@ COUNTRY_NAMES: dict[str, str] = {
     "CN": "China",
 }
 _LINK_SCHEMES = frozenset({"http", "https"})
+_SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
+
+
+def slug(value: object) -> str:
+    """A safe file name for a category or other config-defined id, the same in links and on disk."""
+    return _SLUG_BAD.sub("-", str(value).lower()).strip("-") or "x"
 
 
 def safe_url(url: object) -> str | None:
@@ -107,7 +116,7 @@ def _country_name(code: str | None, names: Mapping[str, str] | None = None) -> s
     return (names or COUNTRY_NAMES).get(code, code)
 
 
-def _truncate_text(value: str | None, length: int = 300) -> str:
+def truncate_text(value: str | None, length: int = 300) -> str:
     text = " ".join((value or "").split())
     if len(text) <= length:
         return text
@@ -141,7 +150,8 @@ def environment(user_templates: Path | None = None) -> jinja2.Environment:
         safe_html=_safe_html,
         safe_url=safe_url,
         country_name=_country_name,
-        truncate_text=_truncate_text,
+        truncate_text=truncate_text,
+        slug=slug,
     )
     env.globals.update(category_titles=CATEGORY_TITLES, country_names=COUNTRY_NAMES)
     return env

@@ -1,0 +1,400 @@
+"""The static site (`monitor site build --out DIR`): plain files any web server (or a browser from disk) can show.
+
+    DIR/index.html                recent incidents, filterable by category, country and date (site.js, optional)
+    DIR/incident/ID.html          one incident: all its sources, why each matched, why they were grouped
+    DIR/category/ID.html          every incident of one category; DIR/categories.html lists them
+    DIR/archive.html, archive/YYYY-MM.html   every incident by the month it was first reported
+    DIR/digests.html              the digests published in DIR/digests/ (written there by the digest pages)
+    DIR/feed.atom                 Atom 1.0 of the most recently changed incidents
+    DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only)
+    DIR/site.css, DIR/site.js     our own style and script; the CSP of every page allows nothing else
+
+Incidents are read and their pages written in batches, so memory grows with the number of incidents only by a
+small summary row each (for the index, category and archive lists), never with the items' texts. Each file is
+written to a temporary name and renamed, so a web server never serves half a page.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+import jinja2
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from monitor.deliver import render
+from monitor.deliver.atom import IncidentEntry, SourceLink, incidents_atom
+from monitor.deliver.exports import IncidentCsv, IncidentJson, write_items_csv, write_items_json
+from monitor.deliver.render import slug
+from monitor.store.engine import session_scope
+from monitor.store.models import Feed, Incident, Item, ItemSource
+from monitor.store.queries import iter_items
+
+__all__ = ["SiteReport", "build_site", "highlight"]
+
+_LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
+SOURCES_IN_SUMMARY = 3  # sources named in the Atom entry of an incident; its page has them all
+EXCERPT_CHARS = 400
+
+
+def highlight(snippet: str, needles: Iterable[str]) -> list[tuple[str, bool]]:
+    """`snippet` cut into (text, is_match) parts around the first case-insensitive occurrence of a needle; the
+    template escapes every part, so marking a hit never means inserting feed text as markup."""
+    low = snippet.casefold()
+    for n in needles:
+        n = (n or "").strip().casefold()
+        if not n or len(n) != len(n.casefold()):
+            continue
+        i = low.find(n)
+        # casefold can change lengths (ß -> ss); only slice when offsets in both strings agree
+        if i >= 0 and len(low) == len(snippet):
+            return [(snippet[:i], False), (snippet[i : i + len(n)], True), (snippet[i + len(n) :], False)]
+    return [(snippet, False)]
+
+
+@dataclass
+class SiteReport:
+    out: Path
+    incidents: int = 0
+    items: int = 0
+    pages: int = 0
+    digests: int = 0
+    files: list[str] = field(default_factory=list)  # the top-level files, for the CLI summary
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "incidents": self.incidents,
+            "items": self.items,
+            "pages": self.pages,
+            "digests": self.digests,
+            "files": self.files,
+        }
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[IO[str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server usually runs as another user
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _utc(d: datetime) -> datetime:
+    return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
+
+
+@dataclass
+class _Builder:
+    env: jinja2.Environment
+    out: Path
+    common: dict[str, Any]
+    report: SiteReport
+
+    def page(self, rel: str, template: str, **ctx: Any) -> None:
+        depth = rel.count("/")
+        with _atomic(self.out / rel) as fh:
+            # generate() streams: a category page with thousands of rows is never one string in memory
+            for chunk in self.env.get_template(template).generate(**self.common, root="../" * depth, **ctx):
+                fh.write(chunk)
+        self.report.pages += 1
+
+    def static(self, name: str) -> None:
+        # Through the loader, so a user's own site.css or site.js overrides ours like any template.
+        loader = self.env.loader
+        assert loader is not None
+        source, _, _ = loader.get_source(self.env, f"site/{name}")
+        with _atomic(self.out / name) as fh:
+            fh.write(source)
+
+
+def _matches_view(matches: Any, titles: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The rule engine's `matches` record, reshaped for the template (defensive: it is JSON from the database)."""
+    out: list[dict[str, Any]] = []
+    if not isinstance(matches, dict):
+        return out
+    for cat in sorted(matches, key=str):
+        m = matches[cat]
+        if not isinstance(m, dict):
+            continue
+        hits = []
+        for h in m.get("hits") or []:
+            if not isinstance(h, dict):
+                continue
+            snippet = str(h.get("snippet") or "")
+            term = str(h.get("term") or "")
+            hits.append(
+                {
+                    "term": term,
+                    "field": str(h.get("field") or ""),
+                    "parts": highlight(snippet, [str(h.get("form") or ""), term.rstrip("*")])
+                    if snippet
+                    else [],
+                }
+            )
+        out.append({"category": str(cat), "rule": str(m.get("rule") or ""), "hits": hits[:10]})
+    return out
+
+
+def _summary(inc: Incident, sources: list[SourceLink]) -> IncidentEntry:
+    assert inc.id is not None
+    return IncidentEntry(
+        id=inc.id,
+        title=inc.title,
+        categories=list(inc.categories),
+        countries=list(inc.countries),
+        severity=inc.severity,
+        first_seen=_utc(inc.first_seen),
+        last_seen=_utc(inc.last_seen),
+        updated_at=_utc(inc.updated_at),
+        item_count=inc.item_count,
+        sources=sources[:SOURCES_IN_SUMMARY],
+    )
+
+
+def _digests(out: Path) -> list[dict[str, Any]]:
+    """Files the digest pages left in DIR/digests/ (newest first); the site only links them."""
+    folder = out / "digests"
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        if p.is_file() and p.suffix.lower() in (".html", ".htm") and not p.name.startswith("."):
+            st = p.stat()
+            found.append(
+                {
+                    "name": p.stem,
+                    "href": quote(p.name),
+                    "modified": datetime.fromtimestamp(st.st_mtime, UTC),
+                }
+            )
+    found.sort(key=lambda d: (d["modified"], d["name"]), reverse=True)
+    return found
+
+
+def build_site(
+    engine: Engine,
+    out: Path,
+    *,
+    templates: Path | None = None,
+    category_titles: Mapping[str, str] | None = None,
+    site_title: str = "Civic-space monitor",
+    base_url: str | None = None,
+    now: datetime | None = None,
+    recent_days: int = 30,
+    index_limit: int = 500,
+    atom_limit: int = 100,
+    batch: int = 200,
+) -> SiteReport:
+    """Write the site into `out` (created if needed; other files there, like digests/, are left alone).
+
+    The index shows incidents last reported within `recent_days` of the newest one (at most `index_limit`); every
+    incident stays reachable from its category page and the monthly archive.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    now = _utc(now or datetime.now(UTC))
+    env = render.environment(templates)
+    titles = {**render.CATEGORY_TITLES, **(category_titles or {})}
+    env.globals["category_titles"] = titles
+    report = SiteReport(out=out)
+
+    summaries: list[IncidentEntry] = []
+    with session_scope(engine) as s:
+        feeds = {f.id: f for f in s.exec(select(Feed))}
+        common = {"site_title": site_title, "built": now, "feed_count": len(feeds)}
+        b = _Builder(env, out, common, report)
+        b.static("site.css")
+        b.static("site.js")
+        with (
+            _atomic(out / "incidents.json") as jfh,
+            _atomic(out / "incidents.csv") as cfh,
+            IncidentJson(jfh) as ijson,
+        ):
+            icsv = IncidentCsv(cfh)
+            for incs in _incident_batches(s, batch):
+                for inc, items_view, item_ids, sources in _load_batch(s, incs, feeds, titles):
+                    b.page(f"incident/{inc.id}.html", "site/incident.html", inc=inc, items=items_view)
+                    ijson.add_incident(inc, item_ids)
+                    icsv.add(inc, item_ids)
+                    summaries.append(_summary(inc, sources))
+                s.expunge_all()  # done with this batch: let its rows go
+        report.incidents = len(summaries)
+
+        with _atomic(out / "items.json") as fh:
+            report.items = write_items_json(iter_items(s, matched_only=True), fh)
+        with _atomic(out / "items.csv") as fh:
+            write_items_csv(iter_items(s, matched_only=True), fh)
+
+    summaries.sort(key=lambda e: (e.last_seen, e.id), reverse=True)
+    _write_lists(b, summaries, titles, recent_days, index_limit)
+
+    digests = _digests(out)
+    report.digests = len(digests)
+    b.page("digests.html", "site/digests.html", digests=digests)
+
+    by_update = sorted(summaries, key=lambda e: (e.updated_at, e.id), reverse=True)[:atom_limit]
+    with _atomic(out / "feed.atom") as fh:
+        fh.write(
+            incidents_atom(
+                by_update,
+                title=f"{site_title}: incidents",
+                base_url=base_url,
+                updated=by_update[0].updated_at if by_update else now,
+                category_titles=titles,
+            )
+        )
+    report.files = sorted(p.name for p in out.iterdir() if p.is_file() and not p.name.startswith("."))
+    return report
+
+
+def _incident_batches(s: Session, batch: int) -> Iterator[list[Incident]]:
+    last = 0
+    while True:
+        q = (
+            select(Incident)
+            .where(col(Incident.id) > last, col(Incident.item_count) > 0)
+            .order_by(col(Incident.id))
+            .limit(batch)
+        )
+        incs = list(s.exec(q))
+        if not incs:
+            return
+        last = incs[-1].id or last
+        yield incs
+
+
+def _load_batch(
+    s: Session, incs: list[Incident], feeds: Mapping[str, Feed], titles: Mapping[str, str]
+) -> Iterator[tuple[Incident, list[dict[str, Any]], list[int], list[SourceLink]]]:
+    ids = [i.id for i in incs]
+    items: dict[int, list[Item]] = defaultdict(list)
+    for it in s.exec(
+        select(Item).where(col(Item.incident_id).in_(ids)).order_by(col(Item.published), col(Item.id))
+    ):
+        assert it.incident_id is not None
+        items[it.incident_id].append(it)
+    item_ids = [it.id for group in items.values() for it in group]
+    sources: dict[int, list[ItemSource]] = defaultdict(list)
+    if item_ids:
+        for src in s.exec(
+            select(ItemSource).where(col(ItemSource.item_id).in_(item_ids)).order_by(col(ItemSource.id))
+        ):
+            sources[src.item_id].append(src)
+
+    def feed_title(fid: str) -> str:
+        f = feeds.get(fid)
+        return (f.title or f.id) if f else fid
+
+    for inc in incs:
+        assert inc.id is not None
+        why = (inc.explanation or {}).get("items", {})
+        view: list[dict[str, Any]] = []
+        links: list[SourceLink] = []
+        for it in items.get(inc.id, []):
+            assert it.id is not None
+            url = render.safe_url(it.url)
+            srcs = sources.get(it.id, [])
+            feed_links = [
+                {"title": feed_title(src.feed_id), "url": render.safe_url(src.url) or None} for src in srcs
+            ] or [{"title": feed_title(it.feed_id), "url": url}]
+            lang = it.language if it.language and _LANG.match(it.language) else None
+            entry = why.get(str(it.id)) if isinstance(why, dict) else None
+            view.append(
+                {
+                    "id": it.id,
+                    "title": it.title,
+                    "url": url,
+                    "published": it.published,
+                    "published_estimated": it.published_estimated,
+                    "lang": lang,
+                    "feeds": feed_links,
+                    "excerpt": render.truncate_text(it.text, EXCERPT_CHARS),
+                    "html": it.html,
+                    "matches": _matches_view(it.matches, titles),
+                    "grouping": entry.get("text") if isinstance(entry, dict) else None,
+                }
+            )
+            links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
+        yield inc, view, [v["id"] for v in view], links
+
+
+def _count(rows: Iterable[IncidentEntry], key: str) -> Counter[str]:
+    c: Counter[str] = Counter()
+    for r in rows:
+        c.update(getattr(r, key))
+    return c
+
+
+def _write_lists(
+    b: _Builder, summaries: list[IncidentEntry], titles: Mapping[str, str], recent_days: int, index_limit: int
+) -> None:
+    if summaries:
+        since: datetime | None = summaries[0].last_seen - timedelta(days=recent_days)
+        recent = [e for e in summaries if since is None or e.last_seen >= since][:index_limit]
+    else:
+        since, recent = None, []
+    cat_counts = _count(summaries, "categories")
+    categories: list[dict[str, Any]] = sorted(
+        ({"id": c, "title": titles.get(c, c), "count": n} for c, n in cat_counts.items()),
+        key=lambda d: (list(titles).index(d["id"]) if d["id"] in titles else len(titles), d["id"]),
+    )
+    recent_cats = _count(recent, "categories")
+    recent_countries = _count(recent, "countries")
+    b.page(
+        "index.html",
+        "site/index.html",
+        rows=recent,
+        since=since,
+        older=len(recent) < len(summaries),
+        categories=[{**c, "count": recent_cats[c["id"]]} for c in categories if recent_cats[c["id"]]],
+        countries=[
+            {"id": k, "title": render.COUNTRY_NAMES.get(k, k), "count": n}
+            for k, n in sorted(recent_countries.items(), key=lambda kv: (-kv[1], kv[0]))
+        ],
+        date_min=min(e.first_seen for e in recent).date() if recent else "",
+        date_max=max(e.last_seen for e in recent).date() if recent else "",
+    )
+    b.page("categories.html", "site/categories.html", categories=categories)
+    for c in categories:
+        rows = [e for e in summaries if c["id"] in e.categories]
+        b.page(
+            f"category/{slug(c['id'])}.html",
+            "site/list.html",
+            heading=c["title"],
+            description=None,
+            rows=rows,
+        )
+
+    months: dict[str, list[IncidentEntry]] = defaultdict(list)
+    for e in summaries:
+        months[e.first_seen.strftime("%Y-%m")].append(e)
+    month_list = [
+        {"id": m, "title": datetime.strptime(m, "%Y-%m").strftime("%B %Y"), "count": len(rows)}
+        for m, rows in sorted(months.items(), reverse=True)
+    ]
+    b.page("archive.html", "site/archive.html", months=month_list)
+    for m, rows in months.items():
+        title = datetime.strptime(m, "%Y-%m").strftime("%B %Y")
+        b.page(
+            f"archive/{m}.html",
+            "site/list.html",
+            heading=title,
+            description="Incidents first reported this month.",
+            rows=rows,
+        )
