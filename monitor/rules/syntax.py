@@ -349,7 +349,7 @@ def parse(text: str) -> tuple[Node | None, list[Problem]]:
     """Parse one rule. Returns the AST (None if it has errors) and every problem found."""
     toks, problems = tokenize(text)
     if len(toks) == 1:
-        return None, [Problem("empty rule", 0, "")]
+        return None, problems or [Problem("empty rule", 0, "")]
     p = _Parser(toks, problems)
     node = p.expr()
     while p.peek().kind != "END":
