@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from monitor.errors import ConfigErrors, RuleError
-from monitor.rules import load_classifier
-from monitor.rules import syntax
+from monitor.rules import load_classifier, syntax
 
 
 def make_config(tmp_path: Path, categories: str, places: str | None = None) -> Path:
