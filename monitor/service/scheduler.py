@@ -681,10 +681,15 @@ class Service:
     def _sync_feeds(self) -> None:
         with exclusive(self.engine, "feeds-sync", timeout=60), session_scope(self.engine) as s:
             report = sync_feeds(s, self.runtime.config.feeds)
+            urls = {f.id: f.url for f in s.exec(select(Feed)).all()}
         for fid in report.added:
-            log.info("feed %s added", fid, extra={"feed": fid, "event": "feed_added"})
+            log.info("feed %s added", fid, extra=feed_ctx(fid, urls.get(fid, "?"), event="feed_added"))
         for fid in report.dropped:
-            log.info("feed %s left the config: no longer polled (items kept)", fid, extra={"feed": fid})
+            log.info(
+                "feed %s left the config: no longer polled (items kept)",
+                fid,
+                extra=feed_ctx(fid, urls.get(fid, "?"), event="feed_dropped"),
+            )
 
     # health -------------------------------------------------------------------------------------------------
 
