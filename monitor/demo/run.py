@@ -120,6 +120,8 @@ def run_demo(out: Path, progress: Callable[[str], None] = lambda _m: None) -> De
     db_file = out / "demo.db"
     for suffix in ("", "-wal", "-shm"):  # a fresh database each run, so the demo shows a first poll
         Path(f"{db_file}{suffix}").unlink(missing_ok=True)
+    for stale in ("site", "digest"):  # pages of an earlier run would point at incidents that are gone
+        shutil.rmtree(out / stale, ignore_errors=True)
     result = DemoResult(out=out, db_url=f"sqlite:///{db_file}", config_dir=out / "config")
 
     with DemoServer() as srv:

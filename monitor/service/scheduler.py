@@ -608,8 +608,10 @@ class Service:
 
         def run() -> None:
             with exclusive(self.engine, "site") as got:
-                if got and stages.build_site(self.engine, self.runtime, out):
-                    log.info("site rebuilt in %s", out, extra={"event": "site"})
+                report = stages.build_site(self.engine, self.runtime, out) if got else None
+            if report is not None:
+                pages = getattr(report, "pages", "?")
+                log.info("site rebuilt in %s: %s pages", out, pages, extra={"event": "site"})
 
         try:
             await asyncio.to_thread(run)

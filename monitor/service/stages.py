@@ -7,12 +7,8 @@ or one still being written) makes its job a logged no-op instead of a crash.
 
 from __future__ import annotations
 
-import inspect
 import logging
-import os
-import shutil
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -23,14 +19,6 @@ from sqlalchemy import Engine
 from monitor.service.runtime import Runtime, optional
 
 log = logging.getLogger("monitor.service")
-
-
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call `fn` with the keyword arguments it accepts, so an optional argument it does not take is dropped."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
 
 
 # --- incidents --------------------------------------------------------------------------------------------
@@ -125,23 +113,15 @@ def site_available() -> bool:
     return optional("monitor.deliver.site", "build_site") is not None
 
 
-def build_site(engine: Engine, runtime: Runtime, out_dir: Path) -> bool:
-    """Build the site into a staging folder next to `out_dir`, then swap it in, so the HTTP server never
-    serves a half-written site. False when the site stage is not in this build."""
+def build_site(engine: Engine, runtime: Runtime, out_dir: Path) -> Any:
+    """Rebuild the site in `out_dir`; None when the site stage is not in this build. The builder writes each
+    file under a temporary name and renames it, so the HTTP server never serves half a page, and leaves other
+    files there (published digest pages) alone."""
     fn = optional("monitor.deliver.site", "build_site")
     if fn is None:
-        return False
-    out_dir = out_dir.resolve()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new-", dir=out_dir.parent))
-    try:
-        _call(fn, engine, staging, config_dir=runtime.dir, config=runtime.config, out=staging)
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        if out_dir.exists():
-            out_dir.rename(old)
-        staging.rename(out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return True
+        return None
+    titles: dict[str, str] = {}
+    infos = optional("monitor.deliver.digests", "category_infos")
+    if infos is not None:
+        titles = {cid: meta.title for cid, meta in infos(runtime.dir).items()}
+    return fn(engine, out_dir, templates=runtime.config.templates_dir, category_titles=titles)
