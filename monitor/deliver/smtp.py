@@ -184,6 +184,8 @@ def send_message(
             code=exc.smtp_code,
         ) from None
     except smtplib.SMTPServerDisconnected as exc:
+        if isinstance(exc.__context__, TimeoutError):  # smtplib reports a read timeout as a disconnect
+            raise SmtpError(f"{where}: no answer within {timeout:g}s at {stage}", kind="timeout") from None
         raise SmtpError(
             target.redact(f"{where}: server closed the connection at {stage}: {exc}"), kind="disconnected"
         ) from None

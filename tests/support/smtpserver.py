@@ -154,8 +154,9 @@ class SmtpServer:
         if isinstance(auth_data, LoginPassword):
             user, pw = auth_data.login.decode(), auth_data.password.decode()
             self.auth_attempts.append((user, pw))
-            return AuthResult(success=(user, pw) == self.auth)
-        return AuthResult(success=False)
+            # handled=False: aiosmtpd then answers 535 itself (handled=True would leave the client waiting)
+            return AuthResult(success=(user, pw) == self.auth, handled=False)
+        return AuthResult(success=False, handled=False)
 
     @property
     def messages(self) -> list[Received]:
