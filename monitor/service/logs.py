@@ -59,12 +59,13 @@ class JsonFormatter(logging.Formatter):
 
 
 def setup_logging(fmt: str = "human", level: str = "INFO", stream: TextIO | None = None) -> None:
-    """Route the `monitor` logger (and APScheduler's warnings) to stderr in the chosen format."""
+    """Route the `monitor` logger (and APScheduler's errors) to stderr in the chosen format."""
     if fmt not in ("human", "json"):
         raise ValueError(f"unknown log format {fmt!r}: use human or json")
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else HumanFormatter())
-    for name, lvl in ((LOGGER_NAME, level.upper()), ("apscheduler", "WARNING")):
+    # APScheduler warns on every tick skipped because the previous poll still runs: expected, not news.
+    for name, lvl in ((LOGGER_NAME, level.upper()), ("apscheduler", "ERROR")):
         logger = logging.getLogger(name)
         for old in list(logger.handlers):
             logger.removeHandler(old)
