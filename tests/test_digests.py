@@ -3,6 +3,8 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -346,6 +348,40 @@ def test_crash_between_send_and_record_resends_with_the_same_message_id_only(
     assert len(smtp.messages) == 2
 
 
+_KILLED_AFTER_SEND = """
+import os, sys
+from datetime import datetime
+from pathlib import Path
+from monitor.deliver import digest
+from monitor.store import make_engine
+
+digest._after_send = lambda row: os._exit(9)  # the process dies right after the server said 250
+digest.deliver_digest(make_engine(sys.argv[1]), Path(sys.argv[2]), "daily", now=datetime.fromisoformat(sys.argv[3]))
+"""
+
+
+def test_process_killed_after_send_never_mints_a_second_message_id(
+    engine: Engine, db_url: str, cfg: Path, smtp: SmtpServer
+) -> None:
+    add_feed(engine, "kz-news")
+    add_incident(engine, "Правозащитницу задержали", at=T0)
+    now = T0 + timedelta(hours=1)
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLED_AFTER_SEND, db_url, str(cfg), now.isoformat()],
+        capture_output=True,
+        timeout=120,
+    )
+    assert proc.returncode == 9, proc.stderr.decode()
+    (first,) = smtp.messages
+    # a scheduled run the next morning first finishes the interrupted message, then has nothing new
+    run = deliver_digest(engine, cfg, "daily", now=now + timedelta(days=1))
+    assert run.status == "empty" and run.previous is not None and run.previous.status == "delivered"
+    assert run.previous.maybe_sent  # flagged: recipients may see it twice, with the same Message-ID
+    assert [m.message["Message-ID"] for m in smtp.messages] == [first.message["Message-ID"]] * 2
+    assert deliver_digest(engine, cfg, "daily", now=now + timedelta(days=2)).status == "empty"
+    assert len(smtp.messages) == 2
+
+
 def test_update_to_a_delivered_incident_comes_as_an_update(
     engine: Engine, cfg: Path, smtp: SmtpServer
 ) -> None:
@@ -425,7 +461,7 @@ def test_page_only_digest_writes_latest_and_dated_page(engine: Engine, config_di
     public = config_dir.parent / "public"
     assert sorted(p.name for p in public.iterdir()) == ["web-2026-11-20-0700.html", "web.html"]
     page = (public / "web.html").read_text(encoding="utf-8")
-    assert "Дело для страницы" in page and 'href="https://m.example.org/incidents/' in page
+    assert "Дело для страницы" in page and 'href="https://m.example.org/incident/' in page
 
 
 def test_one_open_message_per_digest_is_enforced_by_the_database(engine: Engine) -> None:

@@ -133,7 +133,7 @@ def test_incidents_are_grouped_by_category_most_severe_first_with_why_and_source
     assert HOSTILE in prosecution and "Газета жабылды" in media
     assert "Why: арестовали, пытки" in prosecution
     assert "Kazakhstan · 2026-11-20 11:00" in prosecution  # local time of the digest (Asia/Almaty)
-    assert "Incident page: https://monitor.example.org/incidents/" in prosecution
+    assert "Incident page: https://monitor.example.org/incident/" in prosecution
     assert "(Vlast.kz, 2026-11-20)" in prosecution
 
 

@@ -74,7 +74,7 @@ BACKOFF_CAP = 6 * 3600.0
 MAX_SOURCES = 8  # per incident in a message; the page on the site has them all
 MAX_TERMS = 6
 PROBLEM_STATES = ("failing", "silent", "muted", "rate_limited")
-INCIDENT_PATH = "incidents/{id}.html"  # under site_url; the site writes one page per incident there
+INCIDENT_PATH = "incident/{id}.html"  # under site_url: where `site build` writes one page per incident
 _CHUNK = 500  # ids per IN (...) query
 
 # Test seam: called after the server accepted the message and before that is recorded (a crash there is what
