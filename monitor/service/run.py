@@ -74,8 +74,9 @@ def run_service(db_url: str, config_dir: Path, options: ServiceOptions, *, db_wa
         try:
             engine = open_database(db_url, wait=db_wait)
         except Exception as exc:
+            # Exit 1, not 2: a database that is down may come back, so a supervisor should retry.
             log.error("database %s: %s", safe_url(db_url), str(exc).splitlines()[0][:300])
-            return EXIT_USAGE
+            return EXIT_PROBLEMS
         log.info("database %s", safe_url(db_url), extra={"event": "database"})
         try:
             service = Service(engine, runtime, options)
