@@ -7,7 +7,7 @@
     DIR/digests.html              the digests published in DIR/digests/ (written there by the digest pages)
     DIR/feed.atom                 Atom 1.0 of the most recently changed incidents
     DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only)
-    DIR/site.css, DIR/site.js     our own style and script; the CSP of every page allows nothing else
+    DIR/site.css, DIR/site.js, DIR/favicon.svg   our own style, script and icon; the CSP of every page allows nothing else
 
 Incidents are read and their pages written in batches, so memory grows with the number of incidents only by a
 small summary row each (for the index, category and archive lists), never with the items' texts. Each file is
@@ -221,6 +221,7 @@ def build_site(
         b = _Builder(env, out, common, report)
         b.static("site.css")
         b.static("site.js")
+        b.static("favicon.svg")
         with (
             _atomic(out / "incidents.json") as jfh,
             _atomic(out / "incidents.csv") as cfh,

@@ -164,9 +164,10 @@ def _compare(item: _Member, other: _Member) -> _Match | None:
         kind=kind,
         score=round(score, 4),
         member=other,
-        shared_terms=sorted(a.stems & b.stems)[:20],
-        shared_names=sorted(names),
-        shared_persons=sorted(persons),
+        # in the new report's own words (the stored fingerprints keep only keys)
+        shared_terms=a.shown(sorted(a.stems & b.stems)[:20]),
+        shared_names=a.shown(sorted(names)),
+        shared_persons=a.shown(sorted(persons)),
     )
 
 
@@ -212,7 +213,7 @@ def _describe(entry: Mapping[str, Any], window_hours: float) -> str:
         terms = ", ".join(entry.get("shared_terms", [])[:8])
         return (
             f"joined incident {inc}: same category ({cats}) and near-duplicate text of item {other} "
-            f"(Jaccard {entry.get('score')} over title and lead; shared: {terms}), {ago}"
+            f"(word overlap {entry.get('score')} in title and lead: {terms}...), {ago}"
         )
     if entry["reason"] == "names":
         names = ", ".join(entry.get("shared_persons") or entry.get("shared_names") or [])

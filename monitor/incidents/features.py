@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import re
 import unicodedata
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 __all__ = ["Features", "extract", "jaccard", "name_key", "translit"]
 
@@ -119,6 +120,11 @@ class Features:
     stems: frozenset[str]
     names: frozenset[str]  # single name keys
     persons: frozenset[str]  # "a+b" keys of two capitalised words in a row, sorted
+    # key or stem -> the words as first written, to explain a match in the reader's words (not stored)
+    surface: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def shown(self, keys: Iterable[str]) -> list[str]:
+        return [self.surface.get(k, k) for k in keys]
 
 
 def _is_title_case(title: str) -> bool:
@@ -127,10 +133,11 @@ def _is_title_case(title: str) -> bool:
     return len(long) >= 3 and sum(w[0].isupper() for w in long) / len(long) > 0.6
 
 
-def _names(text: str) -> tuple[set[str], set[str]]:
+def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     persons: set[str] = set()
     prev_key: str | None = None  # key of the previous word if it was a capitalised name word right before
+    prev_word = ""
     prev_end = -1
     for m in _WORD.finditer(text):
         word = m.group()
@@ -143,11 +150,14 @@ def _names(text: str) -> tuple[set[str], set[str]]:
         else:
             adjacent = prev_key is not None and gap.strip(" -\u00a0") == ""
             if adjacent and prev_key is not None:
-                persons.add("+".join(sorted((prev_key, key))))
+                pair = "+".join(sorted((prev_key, key)))
+                persons.add(pair)
                 names.add(prev_key)
+                surface.setdefault(pair, f"{prev_word} {word}")
             if not initial:
                 names.add(key)
-            prev_key = key
+            surface.setdefault(key, word)
+            prev_key, prev_word = key, word
         prev_end = m.end()
     return names, persons
 
@@ -161,10 +171,16 @@ def extract(title: str, text: str) -> Features:
         if len(words) >= LEAD_WORDS:
             break
     lead = text[:lead_end]  # keeps punctuation: name extraction needs the sentence boundaries
-    stems = (
-        frozenset(s for s in (_stem(w) for w in [*_WORD.findall(title), *words]) if len(s) >= 3) - _STOP_STEMS
-    )
+    surface: dict[str, str] = {}
+    stems: set[str] = set()
+    for w in [*_WORD.findall(title), *words]:
+        st = _stem(w)
+        if len(st) >= 3 and st not in _STOP_STEMS:
+            stems.add(st)
+            surface.setdefault(st, w.lower())
     # Headline Title Case capitalises every word; names then come from the text alone.
     name_src = ("" if _is_title_case(title) else title + ".\n") + lead
-    names, persons = _names(name_src)
-    return Features(stems=stems, names=frozenset(names), persons=frozenset(persons))
+    names, persons = _names(name_src, surface)
+    return Features(
+        stems=frozenset(stems), names=frozenset(names), persons=frozenset(persons), surface=surface
+    )
