@@ -472,3 +472,26 @@ def test_one_open_message_per_digest_is_enforced_by_the_database(engine: Engine)
         s.add(row("<a@x>"))
     with pytest.raises(IntegrityError), session_scope(engine) as s:
         s.add(row("<b@x>"))
+
+
+def test_alert_after_each_poll_honours_the_backoff_of_its_pending_message(
+    engine: Engine, config_dir: Path, smtp: SmtpServer
+) -> None:
+    write_digests(
+        config_dir,
+        "digests:\n  - name: alert\n    schedule: immediate\n    email: {recipients: [duty@example.org]}\n",
+    )
+    add_feed(engine, "kz-news")
+    add_incident(engine, "Пикет разогнали", categories=["protest_crackdown"], at=T0)
+    smtp.mode = "refuse"
+    now = T0 + timedelta(minutes=5)
+    assert deliver_digest(engine, config_dir, "alert", now=now).attempts == 1
+    smtp.mode = "accept"
+    # the next poll, 10 s later: the message is not due yet, so no attempt is made and nothing new is built
+    waiting = deliver_digest(engine, config_dir, "alert", now=now + timedelta(seconds=10))
+    assert waiting.status == "pending" and waiting.attempts == 1 and smtp.messages == []
+    (status,) = digest_status(engine)
+    assert status["last_run_at"] == (now + timedelta(seconds=10)).isoformat()  # the slot counts as served
+    done = deliver_digest(engine, config_dir, "alert", now=now + backoff(1))
+    assert done.previous is not None and done.previous.status == "delivered" and done.status == "empty"
+    assert len(smtp.messages) == 1

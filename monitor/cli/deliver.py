@@ -112,7 +112,7 @@ def digest(
     if dry_run != (out_dir is not None):
         fail("--dry-run and --out DIR go together")
     try:
-        run = deliver_digest(st.engine(), st.config_dir, name, dry_run_out=out_dir)
+        run = deliver_digest(st.engine(), st.config_dir, name, dry_run_out=out_dir, force_retry=True)
     except ConfigError as exc:
         fail_config(exc)
     runs = [r for r in (run.previous, run) if r is not None]

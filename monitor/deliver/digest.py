@@ -732,6 +732,18 @@ def _record_delivery(engine: Engine, row: DigestOutbox, refused: dict[str, str],
     return _run_of(current, "delivered")
 
 
+def _touch(engine: Engine, name: str, now: datetime) -> None:
+    for _ in range(2):  # a concurrent first run may insert the row between our read and write
+        try:
+            with session_scope(engine) as s:
+                state = s.get(DigestState, name) or DigestState(name=name)
+                state.last_run_at = now
+                s.add(state)
+            return
+        except IntegrityError:
+            continue
+
+
 def _open_row_id(engine: Engine, name: str) -> int | None:
     with Session(engine) as s:
         return s.exec(select(DigestOutbox.id).where(col(DigestOutbox.open_key) == name)).first()
@@ -744,12 +756,15 @@ def deliver_digest(
     *,
     now: datetime | None = None,
     dry_run_out: Path | None = None,
+    force_retry: bool | None = None,
 ) -> DigestRun:
     """Build digest `name` from what is new and deliver it now (see the module docstring for the guarantees).
 
-    An older message of this digest still pending is retried first (regardless of its backoff: a run was asked
-    for); while it cannot be delivered no new message is built, so messages go out in order and an incident is
-    never in two of them. Raises ConfigError for an unknown digest or an invalid digests.yaml.
+    An older message of this digest still pending is retried first (scheduled digests: regardless of its backoff;
+    immediate ones: only when due, unless `force_retry`); while it cannot be delivered no new message is built,
+    so messages go out in order and an incident is never in two of them. Every call except a dry run records
+    `DigestState.last_run_at` (the scheduler serves each slot once by it). Raises ConfigError for an unknown
+    digest or an invalid digests.yaml.
     """
     now = now or utcnow()
     config_dir = Path(config_dir)
@@ -778,10 +793,14 @@ def deliver_digest(
             html_path=html,
         )
 
+    _touch(engine, name, now)
     previous: DigestRun | None = None
     open_id = _open_row_id(engine, name)
     if open_id is not None:
-        previous = _attempt(engine, open_id, settings, now, force=True)
+        # Alerts are called after every poll: they honour the backoff. A scheduled or manual run is an explicit
+        # request and tries now.
+        force = not d.immediate if force_retry is None else force_retry
+        previous = _attempt(engine, open_id, settings, now, force=force)
         if previous.status != "delivered":
             return previous
 
@@ -790,7 +809,6 @@ def deliver_digest(
         with session_scope(engine) as s:
             state = s.get(DigestState, name) or DigestState(name=name)
             built = build_digest(s, d, cats, config_dir, now=now, position=state.position)
-            state.last_run_at = now
             if built.empty and not d.send_empty:
                 # Nothing to deliver is delivered: move on, so the next selection starts here.
                 if state.position is None or now > state.position:
