@@ -525,3 +525,25 @@ def test_pages_fit_the_screen(
         page.screenshot(shots / f"{label}-{name}.png")
     assert page.errors() == []
     page.close()
+
+
+def test_delivered_digests_are_copied_into_the_archive(engine: Engine, tmp_path: Path) -> None:
+    models = pytest.importorskip("monitor.store.digest_models")
+    with session_scope(engine) as s:
+        for n, status in enumerate(["delivered", "pending"]):
+            s.add(
+                models.DigestOutbox(
+                    digest="daily",
+                    message_id=f"<m{n}@test>",
+                    status=status,
+                    created_at=T0 + timedelta(days=n),
+                    position=T0,
+                    page_html=f"<p>digest {status}</p>",
+                    delivered_at=T0 + timedelta(days=n, minutes=1) if status == "delivered" else None,
+                )
+            )
+    out = tmp_path / "site"
+    build(engine, out)
+    assert sorted(p.name for p in (out / "digests").iterdir()) == ["daily-2026-11-20-0900.html"]
+    assert (out / "digests" / "daily-2026-11-20-0900.html").read_text() == "<p>digest delivered</p>"
+    assert "digests/daily-2026-11-20-0900.html" in (out / "digests.html").read_text()

@@ -4,7 +4,7 @@
     DIR/incident/ID.html          one incident: all its sources, why each matched, why they were grouped
     DIR/category/ID.html          every incident of one category; DIR/categories.html lists them
     DIR/archive.html, archive/YYYY-MM.html   every incident by the month it was first reported
-    DIR/digests.html              the digests published in DIR/digests/ (written there by the digest pages)
+    DIR/digests.html              past digests: pages in DIR/digests/ (delivered ones copied from the outbox)
     DIR/feed.atom                 Atom 1.0 of the most recently changed incidents
     DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only)
     DIR/site.css, DIR/site.js, DIR/favicon.svg   our own style, script and icon; the CSP of every page allows nothing else
@@ -168,6 +168,22 @@ def _summary(inc: Incident, sources: list[SourceLink]) -> IncidentEntry:
     )
 
 
+def _publish_digests(session: Session, out: Path, limit: int = 200) -> None:
+    """Copy the pages of delivered digests (the outbox keeps them) into DIR/digests/, under the same names the
+    digest's own page delivery uses, so the archive is complete even when digests are only emailed."""
+    try:
+        from monitor.deliver.digest import delivered_digests
+    except ImportError:  # the digest engine is optional for the site
+        return
+    for row in delivered_digests(session, limit=limit):
+        if not row.page_html:
+            continue
+        target = out / "digests" / f"{slug(row.digest)}-{_utc(row.created_at).strftime('%Y-%m-%d-%H%M')}.html"
+        if not target.exists():
+            with _atomic(target) as fh:
+                fh.write(row.page_html)
+
+
 def _digests(out: Path) -> list[dict[str, Any]]:
     """Files the digest pages left in DIR/digests/ (newest first); the site only links them."""
     folder = out / "digests"
@@ -237,6 +253,7 @@ def build_site(
                 s.expunge_all()  # done with this batch: let its rows go
         report.incidents = len(summaries)
 
+        _publish_digests(s, out)
         with _atomic(out / "items.json") as fh:
             report.items = write_items_json(iter_items(s, matched_only=True), fh)
         with _atomic(out / "items.csv") as fh:
