@@ -111,8 +111,7 @@ class _Builder:
         depth = rel.count("/")
         with _atomic(self.out / rel) as fh:
             # generate() streams: a category page with thousands of rows is never one string in memory
-            for chunk in self.env.get_template(template).generate(**self.common, root="../" * depth, **ctx):
-                fh.write(chunk)
+            fh.writelines(self.env.get_template(template).generate(**self.common, root="../" * depth, **ctx))
         self.report.pages += 1
 
     def static(self, name: str) -> None:

@@ -1,0 +1,321 @@
+"""Building the static site (and a digest) from 20,000 stored items in 5,000 incidents, beside just loading the rows.
+
+    .venv/bin/python bench/digest_site.py [--items 20000] [--incidents 5000] [--db URL] [--out DIR]
+
+The database is filled with generated data (seeded): incidents of 1-8 reports in English, Russian or Kazakh, each
+item ~1.5 KB of text with HTML, rule matches with snippets, one or two sources; incidents carry grouping
+signatures and explanations as `group_items` writes them. Then, in the same run:
+
+- baseline: load every row the site reads (items with their sources, incidents, feeds), in batches, touching
+  each object, and nothing else;
+- `build_site`: every page, feed.atom and the JSON/CSV exports;
+- `build_digest` for the packaged `daily` digest with every incident new (the worst case: one 5,000-incident
+  message), when the digest engine is present.
+
+Each step runs twice: once for wall time, once under tracemalloc for the peak of Python allocations (tracemalloc
+slows the code, so the two are not measured together). Peak RSS of the whole process is printed at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import resource
+import shutil
+import sys
+import tempfile
+import time
+import tracemalloc
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from sqlalchemy import Engine, insert  # noqa: E402
+from sqlmodel import col, select  # noqa: E402
+
+from monitor.deliver.site import build_site  # noqa: E402
+from monitor.incidents import incident_severity  # noqa: E402
+from monitor.incidents.features import extract  # noqa: E402
+from monitor.store import ensure_schema, make_engine  # noqa: E402
+from monitor.store.engine import session_scope  # noqa: E402
+from monitor.store.models import Feed, Incident, Item, ItemSource  # noqa: E402
+
+START = datetime(2026, 9, 1, tzinfo=UTC)
+CATEGORIES = [
+    "protest_crackdown", "prosecution", "defamation", "media_restriction", "ngo_restriction", "ngo_liquidation",
+    "union_pressure", "party_barriers", "religious_restriction", "funding_restriction", "intimidation",
+    "digital_repression", "restrictive_law",
+]  # fmt: skip
+
+
+def _w(s: str) -> list[str]:
+    return s.split()
+
+
+COUNTRIES = ["KZ", "KZ", "KZ", "KG", "UZ", "RU", "TJ", "BY"]
+WORDS = {
+    "en": _w(
+        "police detained activist journalist court sentenced rally protest charge prison fine lawyer said "
+        "hearing case editor newspaper ministry statement city region opposition trial days"
+    ),
+    "ru": _w(
+        "полиция задержала активиста журналиста суд приговорил митинг протест обвинение штраф адвокат заявил "
+        "заседание дело редактор газета министерство город область оппозиция процесс суток"
+    ),
+    "kk": _w(
+        "полиция белсендіні журналисті ұстады сот үкім митинг наразылық айып айыппұл адвокат мәлімдеді "
+        "отырыс іс редактор газет министрлік қала облыс оппозиция"
+    ),
+}
+NAMES = _w("Aigul Serik Yerlan Dana Marat Asel Nurlan Zhanna Bolat Gulnara Timur Aliya Daniyar Saule")
+SURNAMES = _w("Utepova Mamai Zhumabaev Sadykov Akhmetova Nurpeisov Kasymov Iskakova Baimukhanov Tokayeva")
+
+
+def _text(rng: random.Random, lang: str, name: str, chars: int = 1500) -> str:
+    words = WORDS[lang]
+    out: list[str] = []
+    n = 0
+    while n < chars:
+        sentence = " ".join(rng.choice(words) for _ in range(rng.randint(8, 16)))
+        if rng.random() < 0.3:
+            sentence += f" {name}"
+        sentence = sentence.capitalize() + "."
+        out.append(sentence)
+        n += len(sentence) + 1
+    return " ".join(out)
+
+
+def fill(engine: Engine, n_items: int, n_incidents: int, seed: int = 7) -> None:
+    rng = random.Random(seed)
+    feeds = [f"feed-{i:02d}" for i in range(20)]
+    # incident sizes: 1..8 reports, adjusted so the total is exactly n_items
+    sizes = [1] * n_incidents
+    for _ in range(n_items - n_incidents):
+        sizes[rng.randrange(n_incidents)] += 1
+    span = timedelta(days=90)
+    with session_scope(engine) as s:
+        s.execute(
+            insert(Feed),
+            [
+                {
+                    "id": f,
+                    "url": f"https://{f}.example.org/rss",
+                    "config_url": f"https://{f}.example.org/rss",
+                    "title": f"Feed {f}",
+                    "tags": [],
+                    "created_at": START,
+                }
+                for f in feeds
+            ],
+        )
+    item_id = 0
+    batch_items: list[dict[str, Any]] = []
+    batch_sources: list[dict[str, Any]] = []
+    batch_incidents: list[dict[str, Any]] = []
+
+    def flush() -> None:
+        with session_scope(engine) as s:
+            if batch_incidents:
+                s.execute(insert(Incident), batch_incidents)
+            if batch_items:
+                s.execute(insert(Item), batch_items)
+            if batch_sources:
+                s.execute(insert(ItemSource), batch_sources)
+        batch_items.clear()
+        batch_sources.clear()
+        batch_incidents.clear()
+
+    for inc_id in range(1, n_incidents + 1):
+        first = START + span * rng.random()
+        cats = sorted(set(rng.sample(CATEGORIES, rng.choice([1, 1, 2]))))
+        countries = [rng.choice(COUNTRIES)]
+        person = f"{rng.choice(NAMES)} {rng.choice(SURNAMES)}"
+        members: dict[str, Any] = {}
+        expl: dict[str, Any] = {}
+        published = first
+        title0 = ""
+        for k in range(sizes[inc_id - 1]):
+            item_id += 1
+            lang = rng.choice(["en", "en", "ru", "ru", "kk"])
+            published = first + timedelta(hours=rng.randint(0, 48) if k else 0)
+            title = f"{rng.choice(WORDS[lang]).capitalize()} {rng.choice(WORDS[lang])} {person} #{item_id}"
+            title0 = title0 or title
+            text = _text(rng, lang, person)
+            hit = WORDS[lang][1]
+            matches = {
+                c: {
+                    "rule": f"{lang}: {hit} NEAR/5 {WORDS[lang][0]}",
+                    "score": 1.0,
+                    "hits": [{"term": hit, "field": "text", "start": 10, "end": 20, "snippet": text[:120]}],
+                }
+                for c in cats
+            }
+            f = extract(title, text[:600])
+            members[str(item_id)] = {
+                "t": published.isoformat(),
+                "c": cats,
+                "k": countries,
+                "s": sorted(f.stems),
+                "n": sorted(f.names),
+                "p": sorted(f.persons),
+            }
+            expl[str(item_id)] = {
+                "incident": inc_id,
+                "reason": "first" if k == 0 else "names",
+                "text": f"joined incident {inc_id}: same category and the same names ({person})",
+            }
+            feed = feeds[item_id % len(feeds)]
+            url = f"https://{feed}.example.org/news/{item_id}"
+            batch_items.append(
+                {
+                    "id": item_id,
+                    "feed_id": feed,
+                    "url": url,
+                    "title": title,
+                    "text": text,
+                    "html": "<p>" + text.replace(". ", ".</p><p>") + "</p>",
+                    "language": lang,
+                    "published": published,
+                    "published_estimated": False,
+                    "fetched": published + timedelta(minutes=7),
+                    "content_hash": f"{item_id:064x}",
+                    "hash_updates": 0,
+                    "categories": cats,
+                    "countries": countries,
+                    "matches": matches,
+                    "incident_id": inc_id,
+                    "pruned": False,
+                }
+            )
+            for j in range(rng.choice([1, 1, 2])):
+                src_feed = feed if j == 0 else feeds[(item_id + 7) % len(feeds)]
+                batch_sources.append(
+                    {
+                        "item_id": item_id,
+                        "feed_id": src_feed,
+                        "entry_key": f"{src_feed}:{item_id}",
+                        "url": url,
+                        "first_seen": published,
+                    }
+                )
+        last = max(START, published)
+        batch_incidents.append(
+            {
+                "id": inc_id,
+                "title": title0,
+                "categories": cats,
+                "countries": countries,
+                "severity": incident_severity(cats),
+                "first_seen": first,
+                "last_seen": max(first, last),
+                "updated_at": max(first, last) + timedelta(minutes=10),
+                "item_count": sizes[inc_id - 1],
+                "signature": {"members": dict(list(members.items())[-20:])},
+                "explanation": {"items": expl},
+            }
+        )
+        if len(batch_items) >= 2000:
+            flush()
+    flush()
+
+
+def load_rows(engine: Engine) -> int:
+    """The baseline: every row the site reads, in batches, each object touched; no rendering, no writing."""
+    n = 0
+    with session_scope(engine) as s:
+        feeds = list(s.exec(select(Feed)))
+        n += len(feeds)
+        last = 0
+        while True:
+            incs = list(
+                s.exec(select(Incident).where(col(Incident.id) > last).order_by(col(Incident.id)).limit(200))
+            )
+            if not incs:
+                break
+            last = incs[-1].id or last
+            ids = [i.id for i in incs]
+            items = list(s.exec(select(Item).where(col(Item.incident_id).in_(ids))))
+            srcs = list(s.exec(select(ItemSource).where(col(ItemSource.item_id).in_([i.id for i in items]))))
+            n += len(incs) + len(items) + len(srcs)
+            n += sum(len(i.text) > 0 for i in items)
+            s.expunge_all()
+    return n
+
+
+def build_digest_once(engine: Engine) -> str:
+    try:
+        from monitor.config.load import packaged_dir
+        from monitor.deliver.digest import build_digest
+        from monitor.deliver.digests import category_infos, find_digest, load_digests
+    except ImportError as exc:
+        return f"digest engine not available ({exc})"
+    config_dir = packaged_dir("config")
+    cats = category_infos(config_dir)
+    d = find_digest(load_digests(config_dir, cats), "daily", config_dir)
+    with session_scope(engine) as s:
+        built = build_digest(
+            s, d, cats, config_dir, now=START + timedelta(days=100), position=START - timedelta(days=1)
+        )
+    return f"{built.context['total']} incidents, HTML page {len(built.page_html) / 1e6:.1f} MB"
+
+
+def measure(label: str, fn: Callable[[], Any]) -> tuple[float, float, Any]:
+    t = time.perf_counter()
+    result = fn()
+    elapsed = time.perf_counter() - t
+    tracemalloc.start()
+    fn()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    print(
+        f"  {label:<34} {elapsed:7.2f} s   peak {peak / 2**20:7.1f} MiB   {result if isinstance(result, str) else ''}"
+    )
+    return elapsed, peak, result
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", type=int, default=20_000)
+    ap.add_argument("--incidents", type=int, default=5_000)
+    ap.add_argument("--db", help="SQLAlchemy URL of an EMPTY database (default: a temporary SQLite file)")
+    ap.add_argument("--out", type=Path, help="site folder (default: temporary, removed afterwards)")
+    args = ap.parse_args()
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench-digest-site-"))
+    try:
+        engine = make_engine(args.db or f"sqlite:///{tmp / 'bench.db'}")
+        ensure_schema(engine)
+        t = time.perf_counter()
+        fill(engine, args.items, args.incidents)
+        print(
+            f"{engine.dialect.name}: filled {args.items} items in {args.incidents} incidents "
+            f"in {time.perf_counter() - t:.1f} s"
+        )
+        out = args.out or tmp / "site"
+
+        def site() -> str:
+            r = build_site(engine, out, now=START + timedelta(days=100))
+            return f"{r.pages} pages, {r.incidents} incidents, {r.items} items"
+
+        base, base_peak, _ = measure("baseline: load the rows", lambda: load_rows(engine))
+        site_t, site_peak, _ = measure("build_site (all pages + exports)", site)
+        measure("build_digest (daily, all new)", lambda: build_digest_once(engine))
+        size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+        print(f"  site: {size / 2**20:.1f} MiB on disk")
+        print(
+            f"  site build = {site_t / base:.1f}x the time of loading the rows, "
+            f"{site_peak / max(base_peak, 1):.1f}x their peak memory"
+        )
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"  peak RSS of this process: {rss:.0f} MiB")
+        engine.dispose()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
