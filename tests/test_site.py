@@ -504,8 +504,18 @@ def test_csp_stops_what_a_sanitiser_might_miss(browser: Browser, served: Served,
         # the browser reports the blocked attempts: proof the CSP, not luck, stopped them
         assert any("Content Security Policy" in e for e in page.errors())
         page.close()
+
+        # Control: the same markup without our CSP does run and reach the beacon, so the checks above can fail.
+        evil.write_text(head.split('<meta http-equiv="Content-Security-Policy"')[0] + raw, encoding="utf-8")
+        page = browser.page()
+        page.goto(served.url("csp-test.html"))
+        page.settle(0.5)
+        assert page.evaluate("document.title").startswith("PWNED")
+        assert any(r.startswith("/csp/") for r in served.beacon.requests)
+        page.close()
     finally:
         evil.unlink()
+        served.beacon.requests[:] = [r for r in served.beacon.requests if not r.startswith("/csp")]
 
 
 @needs_chromium
