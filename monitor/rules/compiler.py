@@ -22,6 +22,8 @@ from monitor.rules.normalize import WORD_RE, fold
 WHOLE, PREFIX = 0, 1
 CHECK_KINDS: dict[str, int] = {"kk_noun": 2, "kk_noun_v": 3, "kk_verb": 4}
 CHECK_REGEX: dict[int, re.Pattern[str]] = {CHECK_KINDS[k]: v for k, v in KK_CHECKS.items()}
+CHECK_REGEX[-1] = re.compile("")  # kk_exact, only used by word tests
+CHECK_KINDS["kk_exact"] = -1
 
 TITLE, TEXT = 0, 1
 FIELD_IDS = {"title": TITLE, "text": TEXT}
@@ -74,6 +76,29 @@ class AtomTable:
             self.atoms.append(Atom(len(self.atoms), source, lang, set_name, None))
         return self._by_key[key]
 
+    def word_test(self, lang: str, word: str, term: syntax.Term, last: bool) -> WordTest:
+        """A test for one token (already folded) at a non-anchor position of a phrase."""
+        if term.prefix and last:
+            return lambda tok: tok.startswith(word)
+        if term.exact or not last:
+            return lambda tok: tok == word
+        if lang == "kk":
+            stems = [
+                (stem, CHECK_REGEX[CHECK_KINDS[check]].fullmatch) for stem, check in self._kazakh(word, term)
+            ]
+            return lambda tok: any(
+                tok.startswith(st) and chk(tok[len(st) :]) is not None for st, chk in stems
+            )
+        forms = frozenset(self.expander.forms(lang, word))
+        return forms.__contains__
+
+    @staticmethod
+    def _kazakh(word: str, term: syntax.Term) -> list[tuple[str, str]]:
+        # acronyms (БАҚ, ҮЕҰ) take their endings after a hyphen, i.e. as a separate token: no stem alternation
+        if term.text.isupper() and len(term.text) <= 5:
+            return [(word, "kk_exact")]
+        return kazakh_stems(word)
+
     def _patterns_of(self, lang: str, term: syntax.Term) -> list[tuple[str, int]]:
         parts = WORD_RE.findall(fold(term.text))
         head = " " + "".join(p + " " for p in parts[:-1])
@@ -84,13 +109,19 @@ class AtomTable:
             return [(head + last + " ", WHOLE)]
         # compounds (Нур-Султан, Усть-Каменогорск) inflect at the end: expand the last word only
         if lang == "kk":
-            return [(head + stem, CHECK_KINDS[check]) for stem, check in kazakh_stems(last)]
+            return [
+                (head + stem + " ", WHOLE) if check == "kk_exact" else (head + stem, CHECK_KINDS[check])
+                for stem, check in self._kazakh(last, term)
+            ]
         return [(head + form + " ", WHOLE) for form in self.expander.forms(lang, last)]
 
     def build(self) -> ahocorasick.Automaton:
         auto = ahocorasick.Automaton()
         for pattern, entries in self.patterns.items():
-            auto.add_word(pattern, (len(pattern), tuple(entries)))
+            # fast: the common case (whole words or prefixes, no letter case to verify) as (atom, words) pairs
+            simple = all(kind <= PREFIX and self.atoms[a].case_form is None for a, kind, _n in entries)
+            fast = tuple((a, n) for a, _kind, n in entries) if simple else None
+            auto.add_word(pattern, (len(pattern), fast, tuple(entries)))
         if self.patterns:
             auto.make_automaton()
         return auto
@@ -102,8 +133,25 @@ class AtomTable:
 
 Hit = tuple[int, int, int, int]
 Span = tuple[int, int, int, tuple[Hit, ...]]
-Hits = dict[int, list[tuple[int, int, int]]]
 Result = list[Span] | None
+
+
+class Hits(dict[int, list[tuple[int, int, int]]]):
+    """atom id -> [(field, first word, last word)], plus the words of each field for checking phrases."""
+
+    def __init__(self, fields: tuple[str, str] = (" ", " ")) -> None:
+        super().__init__()
+        self._strings = fields
+        self._words: list[list[str] | None] = [None, None]
+
+    def words(self, fld: int) -> list[str]:
+        w = self._words[fld]
+        if w is None:
+            w = self._words[fld] = self._strings[fld].split()
+        return w
+
+
+WordTest = Callable[[str], bool]
 
 
 class CNode:
@@ -129,50 +177,75 @@ class CAtom(CNode):
 
 
 class CPhrase(CNode):
-    """Words at consecutive positions; one hit (named by the `label` atom) covering the whole phrase."""
+    """Words at consecutive positions, found through one *anchor* word (the longest, so that "the" or "в" are
+    never automaton patterns); the other words are tested on the neighbouring tokens. One hit, named by the
+    `label` atom, covers the whole phrase."""
 
-    __slots__ = ("atoms", "label")
+    __slots__ = ("anchor", "index", "label", "tests")
 
-    def __init__(self, atoms: tuple[int, ...], label: int) -> None:
-        self.atoms = atoms
-        self.label = label
+    def __init__(self, anchor: int, index: int, tests: list[WordTest | None], label: int) -> None:
+        self.anchor, self.index, self.tests, self.label = anchor, index, tests, label
 
     def eval(self, hits: Hits, fld: int | None) -> Result:
-        lists = []
-        for a in self.atoms:
-            found = hits.get(a)
-            if not found:
-                return None
-            lists.append(found)
-        # next word of the phrase must start right after the previous one ended
-        starts = [{(f, s): e for f, s, e in lst} for lst in lists[1:]]
+        found = hits.get(self.anchor)
+        if not found:
+            return None
         out: list[Span] = []
-        for f, s, e in lists[0]:
+        n = len(self.tests)
+        for f, s, _e in found:
             if fld is not None and f != fld:
                 continue
-            end = e
-            for nxt in starts:
-                ne = nxt.get((f, end + 1))
-                if ne is None:
+            first = s - self.index
+            words = hits.words(f)
+            if first < 0 or first + n > len(words):
+                continue
+            for i, test in enumerate(self.tests):
+                if test is not None and not test(words[first + i]):
                     break
-                end = ne
             else:
-                out.append((f, s, end, ((self.label, f, s, end),)))
+                out.append((f, first, first + n - 1, ((self.label, f, first, first + n - 1),)))
         return out or None
 
 
 class COr(CNode):
-    __slots__ = ("children",)
+    """Sets are large ORs of plain words: those are looked up by intersecting with the atoms that hit, instead of
+    asking each of a hundred children in turn."""
+
+    __slots__ = ("atoms", "children", "others", "phrases")
 
     def __init__(self, children: list[CNode]) -> None:
         self.children = children
+        self.atoms = frozenset(c.atom for c in children if isinstance(c, CAtom))
+        self.phrases: dict[int, list[CPhrase]] = {}
+        for c in children:
+            if isinstance(c, CPhrase):
+                self.phrases.setdefault(c.anchor, []).append(c)
+        self.others = [c for c in children if not isinstance(c, CAtom | CPhrase)]
 
     def eval(self, hits: Hits, fld: int | None) -> Result:
-        out: Result = None
-        for c in self.children:
+        out: list[Span] | None = None
+        # frozenset.intersection(dict) walks the small dict; `frozenset & dict.keys()` copies the large set
+        for a in self.atoms.intersection(hits):
+            for f, s, e in hits[a]:
+                if fld is None or f == fld:
+                    if out is None:
+                        out = []
+                    out.append((f, s, e, ((a, f, s, e),)))
+        if self.phrases:
+            phrases = self.phrases
+            for a in [a for a in hits if a in phrases]:
+                for p in self.phrases[a]:
+                    r = p.eval(hits, fld)
+                    if r is not None:
+                        if out is None:
+                            out = []
+                        out.extend(r)
+        for c in self.others:
             r = c.eval(hits, fld)
             if r is not None:
-                out = r if out is None else out + r
+                if out is None:
+                    out = []
+                out.extend(r)
         return out
 
 
@@ -238,18 +311,23 @@ class CField(CNode):
 
 
 def atoms_of(node: CNode) -> set[int]:
-    """Atoms whose presence can make `node` true (atoms only under NOT cannot)."""
+    """Trigger atoms: `node` can only be true if one of them occurs. For AND and NEAR every positive side must
+    occur, so the smallest side's atoms suffice; this keeps common words from waking up rules they are only a
+    part of."""
     if isinstance(node, CAtom):
         return {node.atom}
     if isinstance(node, CPhrase):
-        return {node.atoms[0]}
-    if isinstance(node, COr | CAnd):
+        return {node.anchor}
+    if isinstance(node, COr):
         out: set[int] = set()
         for c in node.children:
             out |= atoms_of(c)
         return out
+    if isinstance(node, CAnd):
+        sides = [atoms_of(c) for c in node.children if not isinstance(c, CNot)]
+        return min(sides, key=len) if sides else set()
     if isinstance(node, CNear):
-        return atoms_of(node.left) | atoms_of(node.right)
+        return min(atoms_of(node.left), atoms_of(node.right), key=len)
     if isinstance(node, CField):
         return atoms_of(node.child)
     return set()
@@ -288,10 +366,7 @@ class LangCompiler:
         if isinstance(node, syntax.Term):
             return CAtom(self.table.atom_for(self.lang, node, set_name))
         if isinstance(node, syntax.Phrase):
-            ids = tuple(self.table.atom_for(self.lang, t, set_name) for t in node.terms)
-            if len(ids) == 1:
-                return CAtom(ids[0])
-            return CPhrase(ids, self.table.label_atom(self.lang, node.source(), set_name))
+            return self.phrase(node, set_name)
         if isinstance(node, syntax.SetRef):
             return self.set_node(node)
         if isinstance(node, syntax.Or):
@@ -305,6 +380,30 @@ class LangCompiler:
         if isinstance(node, syntax.Field):
             return CField(FIELD_IDS[node.name], self.compile(node.child, set_name))
         raise TypeError(node)
+
+    def phrase(self, node: syntax.Phrase, set_name: str | None) -> CNode:
+        # one entry per token: hyphenated terms (Нур-Султан) are several tokens, inflected at the end only
+        words: list[tuple[str, syntax.Term, bool]] = []
+        for t in node.terms:
+            parts = WORD_RE.findall(fold(t.text))
+            words.extend((p, t, i == len(parts) - 1) for i, p in enumerate(parts))
+        if len(node.terms) == 1 and len(words) == 1:
+            return CAtom(self.table.atom_for(self.lang, node.terms[0], set_name))
+        anchor = max(range(len(words)), key=lambda i: (len(words[i][0]), -i))
+        word, term, last = words[anchor]
+        anchor_term = syntax.Term(
+            word, term.offset, prefix=term.prefix and last, exact=term.exact or not last, case_sensitive=False
+        )
+        tests: list[WordTest | None] = [
+            None if i == anchor else self.table.word_test(self.lang, w, t, is_last)
+            for i, (w, t, is_last) in enumerate(words)
+        ]
+        return CPhrase(
+            self.table.atom_for(self.lang, anchor_term, set_name),
+            anchor,
+            tests,
+            self.table.label_atom(self.lang, node.source(), set_name),
+        )
 
     def set_node(self, ref: syntax.SetRef) -> CNode:
         name = ref.name

@@ -42,7 +42,8 @@ class Gazetteer:
 
     def resolve(self, hits: Hits) -> list[tuple[str, int, int, int, int]]:
         """(country, atom, field, first word, last word) of every place hit that counts, in text order."""
-        found = [(a, f, s, e) for a in self.places.keys() & hits.keys() for f, s, e in hits[a]]
+        places = self.places
+        found = [(a, f, s, e) for a in hits if a in places for f, s, e in hits[a]]
         if not found:
             return []
         # longest match wins: drop a hit lying inside a longer place hit
@@ -54,7 +55,7 @@ class Gazetteer:
             ):
                 continue
             kept.append(h)
-        ctx = [(f, s, e) for a in self.context & hits.keys() for f, s, e in hits[a]]
+        ctx = [(f, s, e) for a in self.context.intersection(hits) for f, s, e in hits[a]]
         d = self.distance + 1
         strong: set[str] = set()
         weak: dict[str, set[str]] = {}

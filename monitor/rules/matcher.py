@@ -47,6 +47,10 @@ class CompiledRule:
     node: CNode
     file: str | None
     line: int | None
+    trigger: frozenset[int] = frozenset()
+
+    def __post_init__(self) -> None:
+        self.trigger = frozenset(atoms_of(self.node))
 
     def describe(self) -> str:
         return f"{self.lang}: {' '.join(self.text.split())}"
@@ -93,6 +97,19 @@ class _Scan:
 
     fields: tuple[Folded, Folded]
     hits: Hits
+    spans: list[dict[int, tuple[int, int]]] = field(default_factory=lambda: [{}, {}])
+
+    def prepare(self, needed: list[set[int]]) -> None:
+        """Find the original offsets of the words explanations show, and only those."""
+        for fld in (TITLE, TEXT):
+            if needed[fld]:
+                self.spans[fld] = self.fields[fld].spans_of(sorted(needed[fld]))
+
+    def offsets(self, fld: int, s: int, e: int) -> tuple[int, int]:
+        spans = self.spans[fld]
+        if s not in spans or e not in spans:  # cannot happen: scan and spans share one tokenisation
+            return 0, 0
+        return spans[s][0], spans[e][1]
 
 
 class Classifier:
@@ -133,26 +150,37 @@ class Classifier:
         tstring = head + "\n" + tokens_of_folded(fx.folded)
         boundary = len(head)
         title_spaces = head.count(" ")
-        hits: Hits = {}
+        hits = Hits((head, tstring[boundary + 1 :]))
         if self._empty:
             return _Scan((ft, fx), hits)
-        raw = list(self.automaton.iter(tstring))
-        if not raw:
-            return _Scan((ft, fx), hits)
-        # word index of a match = spaces before it; count incrementally over matches sorted by start
-        found = sorted((end - entry[0] + 1, end, entry[1]) for end, entry in raw)
+        # word index of a match = spaces before it, counted from the previous match (matches come in order of
+        # their end; a longer match may start before the previous one, hence the step back)
         pos = 0
         spaces = 0
         count = tstring.count
         find = tstring.find
         cs_pending: list[tuple[int, int, int, int]] = []
-        for start, end, entries in found:
-            spaces += count(" ", pos, start)
+        hits_get = hits.get
+        for end, (klen, fast, entries) in self.automaton.iter(tstring):
+            start = end - klen + 1
+            if start >= pos:
+                spaces += count(" ", pos, start)
+            else:
+                spaces -= count(" ", start, pos)
             pos = start
             if start < boundary:
                 fld, word = TITLE, spaces
             else:
                 fld, word = TEXT, spaces - title_spaces
+            if fast is not None:
+                for atom, nwords in fast:
+                    span = (fld, word, word + nwords - 1)
+                    lst = hits_get(atom)
+                    if lst is None:
+                        hits[atom] = [span]
+                    elif span not in lst:
+                        lst.append(span)
+                continue
             rest: str | None = None
             for atom, kind, nwords in entries:
                 if kind > PREFIX:
@@ -167,11 +195,15 @@ class Classifier:
                 lst = hits.get(atom)
                 if lst is None:
                     hits[atom] = [span]
-                elif lst[-1] != span:
+                elif span not in lst:  # two forms of one term at one place (қама-, қамау-)
                     lst.append(span)
         for atom, fld, s, e in cs_pending:
             if self._original_words((ft, fx)[fld], s, e) == self.atoms[atom].case_form:
-                hits.setdefault(atom, []).append((fld, s, e))
+                lst = hits.get(atom)
+                if lst is None:
+                    hits[atom] = [(fld, s, e)]
+                else:
+                    lst.append((fld, s, e))
         return _Scan((ft, fx), hits)
 
     @staticmethod
@@ -195,6 +227,7 @@ class Classifier:
         scan = self._scan(title, text)
         hits = scan.hits
         matches: dict[str, CategoryMatch] = {}
+        found: list[tuple[str, str, float, list[Hit]]] = []
         if hits:
             candidates: set[int] = set()
             for a in hits:
@@ -202,24 +235,36 @@ class Classifier:
                 if t:
                     candidates.update(t)
             for i in sorted(candidates):
-                m = self._match_category(self.compiled[i], hits, scan)
+                m = self._match_category(self.compiled[i], hits)
                 if m is not None:
-                    matches[m.category] = m
+                    found.append(m)
         places = self.gazetteer.resolve(hits) if hits else []
+        needed: list[set[int]] = [set(), set()]
+        for _c, _rule, _score, chosen in found:
+            for h in chosen:
+                needed[h[1]].update((h[2], h[3]))
+        for p in places:
+            needed[p[2]].update((p[3], p[4]))
+        scan.prepare(needed)
+        for cat_id, rule_text, score, chosen in found:
+            matches[cat_id] = CategoryMatch(cat_id, rule_text, score, self._hit_infos(chosen, scan))
         countries = sorted({p[0] for p in places})
         place_hits = []
         for country, atom, fld, s, e in places:
-            o_start, o_end = self._offsets(scan, fld, s, e)
+            o_start, o_end = scan.offsets(fld, s, e)
             src = scan.fields[fld].original
             entry = self.gazetteer.places[atom].name
             place_hits.append(PlaceHit(country, src[o_start:o_end], FIELD_NAMES[fld], o_start, o_end, entry))
         cats = sort_categories(list(matches), self.categories)
         return Classification(cats, countries, {c: matches[c] for c in cats}, place_hits)
 
-    def _match_category(self, cat: CompiledCategory, hits: Hits, scan: _Scan) -> CategoryMatch | None:
+    def _match_category(self, cat: CompiledCategory, hits: Hits) -> tuple[str, str, float, list[Hit]] | None:
+        """(category, rule text, score, the hits to show) if the category matches."""
         fired: CompiledRule | None = None
         spans: list[Any] = []
         for rule in cat.rules:
+            if rule.trigger.isdisjoint(hits):
+                continue
             r = rule.node.eval(hits, None)
             if r is not None:
                 fired, spans = rule, r
@@ -247,40 +292,28 @@ class Classifier:
             rule_text = f"{rule_text} AND {summary}" if rule_text else summary
         if not cat.rules and score <= 0:
             return None
-        return CategoryMatch(cat.info.id, rule_text, score, self._hit_infos(spans, scan))
+        chosen = sorted({h for sp in spans for h in sp[3]}, key=lambda h: (h[1], h[2], h[3], h[0]))
+        return cat.info.id, rule_text, score, chosen[:MAX_HITS_SHOWN]
 
-    def _offsets(self, scan: _Scan, fld: int, s: int, e: int) -> tuple[int, int]:
-        spans = scan.fields[fld].word_spans
-        if e >= len(spans):  # cannot happen when scan and spans share one tokenisation; be safe anyway
-            return 0, 0
-        return spans[s][0], spans[e][1]
-
-    def _hit_infos(self, spans: list[Any], scan: _Scan) -> list[HitInfo]:
-        seen: set[Hit] = set()
+    def _hit_infos(self, chosen: list[Hit], scan: _Scan) -> list[HitInfo]:
         out: list[HitInfo] = []
-        for sp in spans:
-            for h in sp[3]:
-                if h in seen:
-                    continue
-                seen.add(h)
-                atom, fld, s, e = h
-                start, end = self._offsets(scan, fld, s, e)
-                src = scan.fields[fld].original
-                a = self.atoms[atom]
-                out.append(
-                    HitInfo(
-                        term=a.term,
-                        field=FIELD_NAMES[fld],
-                        start=start,
-                        end=end,
-                        form=src[start:end],
-                        snippet=snippet(src, start, end),
-                        set=a.set_name,
-                        language=a.lang,
-                    )
+        for atom, fld, s, e in chosen:
+            start, end = scan.offsets(fld, s, e)
+            src = scan.fields[fld].original
+            a = self.atoms[atom]
+            out.append(
+                HitInfo(
+                    term=a.term,
+                    field=FIELD_NAMES[fld],
+                    start=start,
+                    end=end,
+                    form=src[start:end],
+                    snippet=snippet(src, start, end),
+                    set=a.set_name,
+                    language=a.lang,
                 )
-        out.sort(key=lambda h: (h.field != "title", h.start))
-        return out[:MAX_HITS_SHOWN]
+            )
+        return out
 
     # ---- bench/floor and examples ----------------------------------------------------------------------------
 

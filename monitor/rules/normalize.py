@@ -12,14 +12,18 @@ before a match is its word index, which is what proximity counts in.
 
 from __future__ import annotations
 
+import itertools
 import re
 import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 
 # Letters/digits (\w minus the underscore) plus combining marks, which NFKC normally composes away but which
 # text in NFD still carries; without them "й" written as и + U+0306 would split a word in two.
-WORD_RE = re.compile(r"(?:[^\W_]|[\u0300-\u036f\u0483-\u0489])+")
+WORD_RE = re.compile(r"[\w\u0300-\u036f\u0483-\u0489]+")
+# skips 32 words in one C-level match, so finding word 300 of a long text does not build 300 match objects
+_SKIP_RE = re.compile(r"(?:[^\w\u0300-\u036f\u0483-\u0489]*[\w\u0300-\u036f\u0483-\u0489]+){32}")
 # A cluster = one base character and the combining marks after it; folding cluster by cluster keeps an exact
 # map from folded characters back to the original text.
 _CLUSTER_RE = re.compile(r".[\u0300-\u036f\u0483-\u0489]*", re.DOTALL)
@@ -63,7 +67,38 @@ class Folded:
     @cached_property
     def word_spans(self) -> list[tuple[int, int]]:
         """Original-text (start, end) of every word, in the same order as the token string's words."""
-        return [self.to_original(m.start(), m.end()) for m in WORD_RE.finditer(self.folded)]
+        return self.spans_upto(-1)
+
+    def spans_of(self, indices: list[int]) -> dict[int, tuple[int, int]]:
+        """Original-text spans of the words with these (sorted) indices."""
+        out: dict[int, tuple[int, int]] = {}
+        pos = 0
+        cur = 0  # index of the next word at or after pos
+        text = self.folded
+        for k in indices:
+            while k - cur >= 32:
+                m = _SKIP_RE.match(text, pos)
+                if m is None:
+                    return out
+                pos, cur = m.end(), cur + 32
+            for m in WORD_RE.finditer(text, pos):
+                if cur == k:
+                    out[k] = m.span() if self.index_map is None else self.to_original(*m.span())
+                    pos, cur = m.end(), cur + 1
+                    break
+                cur += 1
+            else:
+                return out
+        return out
+
+    def spans_upto(self, last: int) -> list[tuple[int, int]]:
+        """Spans of words 0..last (all words if last < 0): explanations rarely need the end of a long text."""
+        it: Iterator[re.Match[str]] = WORD_RE.finditer(self.folded)
+        if last >= 0:
+            it = itertools.islice(it, last + 1)
+        if self.index_map is None:
+            return [m.span() for m in it]
+        return [self.to_original(m.start(), m.end()) for m in it]
 
 
 def fold_with_map(text: str) -> Folded:
