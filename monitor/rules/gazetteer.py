@@ -70,9 +70,12 @@ class Gazetteer:
             else:
                 strong.add(place.country)
         tagged = strong | {c for c, atoms in weak.items() if len(atoms) >= 2}
-        return [
-            (self.places[a].country, a, f, s, e) for a, f, s, e in kept if self.places[a].country in tagged
-        ]
+        out: dict[tuple[str, int, int, int], tuple[str, int, int, int, int]] = {}
+        for a, f, s, e in kept:
+            country = self.places[a].country
+            if country in tagged:  # Алматы is a ru and a kk name: one place hit
+                out.setdefault((country, f, s, e), (country, a, f, s, e))
+        return list(out.values())
 
 
 def load_places(path: Path, table: AtomTable, report: Report) -> Gazetteer:

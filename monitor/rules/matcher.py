@@ -292,8 +292,11 @@ class Classifier:
             rule_text = f"{rule_text} AND {summary}" if rule_text else summary
         if not cat.rules and score <= 0:
             return None
-        chosen = sorted({h for sp in spans for h in sp[3]}, key=lambda h: (h[1], h[2], h[3], h[0]))
-        return cat.info.id, rule_text, score, chosen[:MAX_HITS_SHOWN]
+        # one hit per place in the text: задержать and задержанный both match "задержали"; show the first term
+        by_place: dict[tuple[int, int, int], Hit] = {}
+        for h in sorted({h for sp in spans for h in sp[3]}, key=lambda h: (h[1], h[2], h[3], h[0])):
+            by_place.setdefault((h[1], h[2], h[3]), h)
+        return cat.info.id, rule_text, score, list(by_place.values())[:MAX_HITS_SHOWN]
 
     def _hit_infos(self, chosen: list[Hit], scan: _Scan) -> list[HitInfo]:
         out: list[HitInfo] = []
