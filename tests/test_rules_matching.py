@@ -258,3 +258,14 @@ def test_version_changes_with_the_rules(tmp_path: Path) -> None:
     b = classifier(tmp_path, {"x": "en:arrest"})
     c = classifier(tmp_path, {"x": "en:detain"})
     assert a.version == b.version != c.version
+
+
+def test_offsets_of_hits_far_into_a_long_text(tmp_path: Path) -> None:
+    c = classifier(tmp_path, {"p": "en:arrest"})
+    filler = " ".join(f"w{i}," for i in range(1000))
+    for n in (0, 3, 4, 31, 32, 33, 37, 999):
+        words = filler.split()
+        words[n] = "ARRESTED"
+        text = " ".join(words)
+        [hit] = c.classify("", text).matches["p"].hits
+        assert text[hit.start : hit.end] == "ARRESTED", n

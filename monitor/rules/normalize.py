@@ -24,6 +24,7 @@ from functools import cached_property
 WORD_RE = re.compile(r"[\w\u0300-\u036f\u0483-\u0489]+")
 # skips 32 words in one C-level match, so finding word 300 of a long text does not build 300 match objects
 _SKIP_RE = re.compile(r"(?:[^\w\u0300-\u036f\u0483-\u0489]*[\w\u0300-\u036f\u0483-\u0489]+){32}")
+_SKIP4_RE = re.compile(r"(?:[^\w\u0300-\u036f\u0483-\u0489]*[\w\u0300-\u036f\u0483-\u0489]+){4}")
 # A cluster = one base character and the combining marks after it; folding cluster by cluster keeps an exact
 # map from folded characters back to the original text.
 _CLUSTER_RE = re.compile(r".[\u0300-\u036f\u0483-\u0489]*", re.DOTALL)
@@ -76,11 +77,12 @@ class Folded:
         cur = 0  # index of the next word at or after pos
         text = self.folded
         for k in indices:
-            while k - cur >= 32:
-                m = _SKIP_RE.match(text, pos)
-                if m is None:
-                    return out
-                pos, cur = m.end(), cur + 32
+            for step, skip in ((32, _SKIP_RE), (4, _SKIP4_RE)):
+                while k - cur >= step:
+                    m = skip.match(text, pos)
+                    if m is None:
+                        return out
+                    pos, cur = m.end(), cur + step
             for m in WORD_RE.finditer(text, pos):
                 if cur == k:
                     out[k] = m.span() if self.index_map is None else self.to_original(*m.span())
