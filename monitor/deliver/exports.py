@@ -22,6 +22,10 @@ from monitor.store.queries import item_json
 __all__ = [
     "INCIDENT_FIELDS",
     "ITEM_FIELDS",
+    "IncidentCsv",
+    "IncidentJson",
+    "ItemCsv",
+    "JsonArray",
     "csv_cell",
     "incident_json",
     "iter_incidents",
@@ -91,7 +95,7 @@ def csv_cell(value: Any) -> str:
     return s
 
 
-class _JsonArray:
+class JsonArray:
     """Writes `[`, records separated by commas, `]` - one record per line, never the whole list in memory."""
 
     def __init__(self, out: IO[str]) -> None:
@@ -112,26 +116,35 @@ class _JsonArray:
 
 def write_items_json(rows: Iterable[tuple[Item, list[str]]], out: IO[str]) -> int:
     """`rows` as from `monitor.store.queries.iter_items`; returns how many were written."""
-    with _JsonArray(out) as arr:
+    with JsonArray(out) as arr:
         for item, feeds in rows:
             arr.add(item_json(item, feeds))
     return arr.n
 
 
+class ItemCsv:
+    """Incremental CSV writer of item export records."""
+
+    def __init__(self, out: IO[str]) -> None:
+        self.w = csv.writer(out, lineterminator="\n")
+        self.w.writerow(ITEM_FIELDS)
+        self.n = 0
+
+    def add_record(self, d: dict[str, Any]) -> None:
+        self.w.writerow([csv_cell(d[k]) for k in ITEM_FIELDS])
+        self.n += 1
+
+
 def write_items_csv(rows: Iterable[tuple[Item, list[str]]], out: IO[str]) -> int:
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(ITEM_FIELDS)
-    n = 0
+    w = ItemCsv(out)
     for item, feeds in rows:
-        d = item_json(item, feeds)
-        w.writerow([csv_cell(d[k]) for k in ITEM_FIELDS])
-        n += 1
-    return n
+        w.add_record(item_json(item, feeds))
+    return w.n
 
 
 def write_incidents_json(rows: Iterable[tuple[Incident, Sequence[int]]], out: IO[str]) -> int:
     """`rows`: (incident, its item ids)."""
-    with _JsonArray(out) as arr:
+    with JsonArray(out) as arr:
         for inc, ids in rows:
             arr.add(incident_json(inc, ids))
     return arr.n
@@ -158,7 +171,7 @@ def write_incidents_csv(rows: Iterable[tuple[Incident, Sequence[int]]], out: IO[
     return w.n
 
 
-class IncidentJson(_JsonArray):
+class IncidentJson(JsonArray):
     def add_incident(self, inc: Incident, ids: Sequence[int]) -> None:
         self.add(incident_json(inc, ids))
 

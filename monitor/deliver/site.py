@@ -34,11 +34,11 @@ from sqlmodel import Session, col, select
 
 from monitor.deliver import render
 from monitor.deliver.atom import IncidentEntry, SourceLink, incidents_atom
-from monitor.deliver.exports import IncidentCsv, IncidentJson, write_items_csv, write_items_json
+from monitor.deliver.exports import IncidentCsv, IncidentJson, ItemCsv, JsonArray
 from monitor.deliver.render import slug
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
-from monitor.store.queries import iter_items
+from monitor.store.queries import item_json, iter_items
 
 __all__ = ["SiteReport", "build_site", "highlight"]
 
@@ -253,10 +253,15 @@ def build_site(
         report.incidents = len(summaries)
 
         _publish_digests(s, out)
-        with _atomic(out / "items.json") as fh:
-            report.items = write_items_json(iter_items(s, matched_only=True), fh)
-        with _atomic(out / "items.csv") as fh:
-            write_items_csv(iter_items(s, matched_only=True), fh)
+        # one pass over the items feeds both files: reading them is most of the cost
+        with _atomic(out / "items.json") as jfh, _atomic(out / "items.csv") as cfh:
+            items_csv = ItemCsv(cfh)
+            with JsonArray(jfh) as items_json:
+                for item, feeds_of_item in iter_items(s, matched_only=True):
+                    record = item_json(item, feeds_of_item)
+                    items_json.add(record)
+                    items_csv.add_record(record)
+            report.items = items_json.n
 
     summaries.sort(key=lambda e: (e.last_seen, e.id), reverse=True)
     _write_lists(b, summaries, titles, recent_days, index_limit)
