@@ -217,3 +217,44 @@ def test_killing_poll_mid_cycle_loses_nothing_and_duplicates_nothing(
 def test_bad_usage_exits_2(config_dir: Path, sqlite_url: str, args: list[str]) -> None:
     code, _, _ = run("--config", str(config_dir), "--db", sqlite_url, *args)
     assert code == 2
+
+
+def test_poll_classifies_groups_and_explains_end_to_end(config_dir: Path, sqlite_url: str) -> None:
+    from tests.support.builders import It
+
+    en = It(
+        "Police detain Zhanbolat Mamai at peaceful rally in Almaty",
+        "Police detained opposition activist Zhanbolat Mamai and twelve protesters at a peaceful rally in Almaty on Saturday.",
+        link="https://en.example.org/mamai-detained",
+    )
+    ru = It(
+        "В Алматы полиция задержала Жанболата Мамая на мирном митинге",
+        "Полиция задержала активиста Жанболата Мамая и двенадцать участников мирного митинга в Алматы в субботу.",
+        link="https://ru.example.org/mamai-zaderzhan",
+    )
+    other = It(
+        "Astana football club wins the cup",
+        "The striker scored twice in the final.",
+        link="https://en.example.org/cup",
+    )
+    with FeedServer() as srv:
+        srv.add("/en.xml", body=rss([en, other]))
+        srv.add("/ru.xml", body=rss([ru], language="ru"))
+        write_feeds(config_dir, [("en", srv.url("/en.xml")), ("ru", srv.url("/ru.xml"))])
+        base = ["--config", str(config_dir), "--db", sqlite_url]
+        code, _, err = run(*base, "poll", "--json", env={"MONITOR_ALLOW_PRIVATE_NETWORKS": "1"})
+    assert code == 0, err
+    code, out, _ = run(*base, "export", "--format", "json")
+    items = {i["url"]: i for i in json.loads(out)}
+    a, b, c = items[en.link], items[ru.link], items[other.link]
+    assert "protest_crackdown" in a["categories"] and "protest_crackdown" in b["categories"]
+    assert a["countries"] == ["KZ"] and b["countries"] == ["KZ"]
+    assert a["matches"]["protest_crackdown"]["hits"], "the explanation names the terms that fired"
+    assert c["categories"] == [] and c["incident"] is None
+    assert a["incident"] is not None and a["incident"] == b["incident"]  # one event, two languages
+
+    code, out, _ = run(*base, "explain", "--item", str(b["id"]), "--json")
+    assert code == 0
+    explained = json.loads(out)
+    assert explained["incident"]["incident"]["id"] == a["incident"]
+    assert explained["incident"]["text"]

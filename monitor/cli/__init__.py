@@ -7,7 +7,7 @@ import importlib
 from monitor.cli.app import app
 
 # Command modules; a module that is not there yet (work in progress) must not break the others.
-_MODULES = ["core", "feeds", "ingest", "rules", "deliver", "service"]
+_MODULES = ["core", "feeds", "ingest", "rules", "site", "deliver", "service"]
 
 
 def _register() -> None:

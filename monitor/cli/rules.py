@@ -100,6 +100,7 @@ def explain(
     if clf is None:
         fail("the rule engine is not available")
     language = None
+    incident: dict[str, Any] | None = None
     if text is not None:
         body = text
     elif file is not None:
@@ -117,15 +118,24 @@ def explain(
             if row is None:
                 fail(f"no stored item with id {item}")
             title, body, language = row.title, row.text, row.language
+            from monitor.incidents import explain_incident
+
+            incident = explain_incident(session, row.id) if row.id is not None else None
     result = clf.classify(title, body, language)
     if as_json:
         data = result.to_json()
         data["rules_version"] = clf.version
         if item is not None:
             data["item"] = item
+            data["incident"] = incident
         print_json(data)
     else:
         _print_explanation(title, body, result, clf.categories)
+        if item is not None:
+            if incident:
+                out.print(f"\n[bold]incident {incident['incident']['id']}[/bold]: {incident.get('text', '')}")
+            else:
+                out.print("\nnot part of an incident (it matched no category, or was not grouped yet)")
     raise typer.Exit(EXIT_OK)
 
 

@@ -27,6 +27,7 @@ from monitor.ingest import policy
 from monitor.store.engine import session_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
+from monitor.store.locks import transaction_lock
 from monitor.store.models import Feed
 from monitor.store.types import utcnow
 
@@ -303,6 +304,7 @@ class Poller:
                     )
                     res.new, res.updated, res.linked = stats.new, stats.updated, stats.linked
                     res.new_item_ids = stats.new_item_ids
+                    self._group(s, stats.new_item_ids + stats.changed_item_ids, now)
                     if stats.new:
                         row.items_total += stats.new + stats.linked
                         row.last_new_item_at = now
@@ -334,6 +336,18 @@ class Poller:
         res.fetch_seconds = round(fetched.elapsed, 4)
         res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
         return res
+
+    def _group(self, session: Session, item_ids: list[int], now: datetime) -> None:
+        """Items and their incidents commit together, so a crash never leaves stored items ungrouped."""
+        if not item_ids:
+            return
+        from monitor.incidents import group_items
+
+        # Two workers grouping reports of one event at once would each open an incident for it.
+        transaction_lock(session, "incidents")
+        categories = getattr(self.classifier, "categories", None) or {}
+        severity = {cid: info.severity for cid, info in categories.items()} or None
+        group_items(session, item_ids, now=now, severity=severity)
 
     def _apply_state(
         self, row: Feed, fetched: Any, outcome: policy.Outcome, res: FeedResult, now: datetime, forced: bool

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import os
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from monitor.errors import MonitorError
+from monitor.store.locks import lock_key
 
 
 class InstanceLocked(MonitorError):
@@ -76,12 +76,6 @@ class InstanceLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
-
-
-def lock_key(name: str) -> int:
-    """A stable signed 64-bit advisory-lock key for a name (PostgreSQL keys are bigint)."""
-    digest = hashlib.blake2b(f"civic-space-monitor:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 @contextlib.contextmanager

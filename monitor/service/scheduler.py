@@ -397,7 +397,7 @@ class Service:
             log.info("feed %s: %s", r.feed, r.warning, extra=ctx)
 
     def _after_new_items(self, rt: Runtime, item_ids: list[int]) -> None:
-        """Count matches by category and group the new items into incidents (in the store thread)."""
+        """Count matches by category (the poll already grouped the items into incidents, in their transaction)."""
         with session_scope(self.engine) as s:
             rows = s.exec(select(Item.categories).where(col(Item.id).in_(item_ids))).all()
         matched = 0
@@ -407,10 +407,6 @@ class Service:
                 self.metrics.matches.inc(category=str(c))
         if matched:
             self._site_dirty = True
-        try:
-            stages.group_items(self.engine, rt, item_ids)
-        except Exception as exc:
-            log.exception("grouping %d new items into incidents failed: %s", len(item_ids), exc)
         self._site_dirty = self._site_dirty or matched > 0
 
     # digests --------------------------------------------------------------------------------------------------

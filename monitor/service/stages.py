@@ -8,7 +8,6 @@ or one still being written) makes its job a logged no-op instead of a crash.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -19,30 +18,6 @@ from sqlalchemy import Engine
 from monitor.service.runtime import Runtime, optional
 
 log = logging.getLogger("monitor.service")
-
-
-# --- incidents --------------------------------------------------------------------------------------------
-
-
-def group_items(engine: Engine, runtime: Runtime, item_ids: Sequence[int]) -> Any:
-    """Group newly stored items into incidents, in one transaction; None when the stage is not in this build.
-
-    Workers sharing PostgreSQL take turns (advisory lock): two of them grouping reports of one event at the
-    same moment would each open an incident for it.
-    """
-    fn = optional("monitor.incidents", "group_items")
-    if fn is None:
-        return None
-    from monitor.service.locks import exclusive
-    from monitor.store.engine import session_scope
-    from monitor.store.types import utcnow
-
-    del runtime  # grouping has no settings of its own yet
-    with exclusive(engine, "incidents", timeout=300) as got:
-        if not got:
-            raise TimeoutError("another worker held the incident lock for 5 minutes")
-        with session_scope(engine) as s:
-            return fn(s, list(item_ids), now=utcnow())
 
 
 # --- digests ----------------------------------------------------------------------------------------------
