@@ -236,6 +236,7 @@ def reclassify(
             )
             if not rows:
                 break
+            regroup: list[int] = []
             for row in rows:
                 assert row.id is not None
                 last_id = row.id
@@ -256,6 +257,17 @@ def reclassify(
                     countries_changed += 1
                 if plus or minus:
                     changed_items.append({"id": row.id, "title": row.title, "gained": plus, "lost": minus})
+                    regroup.append(row.id)
+            if regroup and not dry_run:
+                # Incidents follow the new categories: an item that lost them leaves its incident.
+                from monitor.incidents import group_items
+                from monitor.store.locks import transaction_lock
+                from monitor.store.types import utcnow
+
+                session.flush()
+                transaction_lock(session, "incidents")
+                severity = {cid: info.severity for cid, info in clf.categories.items()}
+                group_items(session, regroup, now=utcnow(), severity=severity)
     per_category = {
         cid: {"gained": gained.get(cid, 0), "lost": lost.get(cid, 0)}
         for cid in sorted(set(clf.categories) | set(gained) | set(lost))
