@@ -333,6 +333,33 @@ def atoms_of(node: CNode) -> set[int]:
     return set()
 
 
+def requirements(node: CNode) -> list[frozenset[int]]:
+    """Sets of atoms that must *each* have a hit for `node` to be true (a necessary condition, never a
+    sufficient one): every positive side of an AND or NEAR contributes its own sets, an OR one set (one
+    requirement of each alternative, joined). An empty list means no condition is known (NOT, unknown nodes).
+    The matcher skips evaluating a rule when one of these sets has no hit, so this must never be stricter than
+    `eval`: each set returned here is one that `eval` cannot be true without."""
+    if isinstance(node, CAtom):
+        return [frozenset((node.atom,))]
+    if isinstance(node, CPhrase):
+        return [frozenset((node.anchor,))]
+    if isinstance(node, COr):
+        joined: set[int] = set()
+        for c in node.children:
+            r = requirements(c)
+            if not r:
+                return []
+            joined |= min(r, key=len)
+        return [frozenset(joined)]
+    if isinstance(node, CAnd):
+        return [s for c in node.children for s in requirements(c)]
+    if isinstance(node, CNear):
+        return requirements(node.left) + requirements(node.right)
+    if isinstance(node, CField):
+        return requirements(node.child)
+    return []
+
+
 # ---- AST -> compiled -----------------------------------------------------------------------------------
 
 

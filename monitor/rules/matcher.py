@@ -19,6 +19,7 @@ from monitor.rules.compiler import (
     Hit,
     Hits,
     atoms_of,
+    requirements,
 )
 from monitor.rules.explain import (
     CategoryInfo,
@@ -48,12 +49,14 @@ class CompiledRule:
     file: str | None
     line: int | None
     trigger: frozenset[int] = frozenset()
+    _described: str = ""
 
     def __post_init__(self) -> None:
         self.trigger = frozenset(atoms_of(self.node))
+        self._described = f"{self.lang}: {' '.join(self.text.split())}"
 
     def describe(self) -> str:
-        return f"{self.lang}: {' '.join(self.text.split())}"
+        return self._described
 
 
 @dataclass
@@ -89,6 +92,17 @@ class Example:
     expected: bool
     file: str | None
     line: int | None
+
+
+_NEVER = -1  # the id of an empty atom set: never satisfied
+
+
+@dataclass(frozen=True)
+class _CategoryPlan:
+    category: CompiledCategory
+    gate: frozenset[int]  # set ids one of which must be satisfied for the category to be worth evaluating
+    checks: tuple[tuple[frozenset[int], CompiledRule], ...]  # per rule, in order: set ids it needs
+    wchecks: tuple[tuple[frozenset[int], CompiledWeight], ...]
 
 
 @dataclass
@@ -133,13 +147,41 @@ class Classifier:
         self.examples = examples
         self.sources = sources
         self._empty = len(automaton) == 0
-        # which categories an atom can trigger: only those are evaluated for an item
-        trig: dict[int, list[int]] = {}
-        for i, cat in enumerate(categories):
-            for a in cat.trigger_atoms():
-                trig.setdefault(a, []).append(i)
-        self._triggers = {a: tuple(v) for a, v in trig.items()}
         self._has_case_sensitive = any(a.case_form is not None for a in atoms)
+        self._plan = self._plan_categories(categories)
+
+    def _plan_categories(self, categories: list[CompiledCategory]) -> list[_CategoryPlan]:
+        """Which rules of which categories are worth evaluating for an item, decided from the atoms that hit.
+
+        Every atom set a rule needs (its trigger, and each set from `requirements`) gets an id; an item's
+        *satisfied* ids are those of the sets one of its atoms belongs to. A rule is evaluated only if all its
+        ids are satisfied: otherwise some set it needs has no hit and `eval` would return None anyway, so the
+        results are the same as evaluating every rule whose trigger hit, only without the work."""
+        ids: dict[frozenset[int], int] = {}
+
+        def id_of(atom_set: frozenset[int]) -> int:
+            if not atom_set:
+                return _NEVER
+            return ids.setdefault(atom_set, len(ids))
+
+        plans = []
+        for cat in categories:
+            checks = []
+            for rule in cat.rules:
+                need = {id_of(rule.trigger)} | {id_of(s) for s in requirements(rule.node)}
+                checks.append((frozenset(need), rule))
+            wchecks = [(frozenset(id_of(s) for s in requirements(w.node)), w) for w in cat.weights]
+            if cat.rules:  # a rule must fire, and no rule is evaluated unless its trigger hit
+                gate = frozenset(id_of(r.trigger) for r in cat.rules)
+            else:  # weights only: evaluated when an atom of a positive weight hit
+                gate = frozenset((id_of(frozenset(cat.trigger_atoms())),))
+            plans.append(_CategoryPlan(cat, gate, tuple(checks), tuple(wchecks)))
+        by_atom: dict[int, list[int]] = {}
+        for atom_set, i in ids.items():
+            for a in atom_set:
+                by_atom.setdefault(a, []).append(i)
+        self._atom_sets = {a: tuple(v) for a, v in by_atom.items()}
+        return plans
 
     # ---- scanning ----------------------------------------------------------------------------------------
 
@@ -229,15 +271,19 @@ class Classifier:
         matches: dict[str, CategoryMatch] = {}
         found: list[tuple[str, str, float, list[Hit]]] = []
         if hits:
-            candidates: set[int] = set()
+            sat: set[int] = set()
+            sets_of = self._atom_sets.get
             for a in hits:
-                t = self._triggers.get(a)
-                if t:
-                    candidates.update(t)
-            for i in sorted(candidates):
-                m = self._match_category(self.compiled[i], hits)
-                if m is not None:
-                    found.append(m)
+                ids = sets_of(a)
+                if ids is not None:
+                    sat.update(ids)
+            if sat:
+                for plan in self._plan:
+                    if plan.gate.isdisjoint(sat):
+                        continue
+                    m = self._match_category(plan, hits, sat)
+                    if m is not None:
+                        found.append(m)
         places = self.gazetteer.resolve(hits) if hits else []
         needed: list[set[int]] = [set(), set()]
         for _c, _rule, _score, chosen in found:
@@ -258,17 +304,19 @@ class Classifier:
         cats = sort_categories(list(matches), self.categories)
         return Classification(cats, countries, {c: matches[c] for c in cats}, place_hits)
 
-    def _match_category(self, cat: CompiledCategory, hits: Hits) -> tuple[str, str, float, list[Hit]] | None:
+    def _match_category(
+        self, plan: _CategoryPlan, hits: Hits, sat: set[int]
+    ) -> tuple[str, str, float, list[Hit]] | None:
         """(category, rule text, score, the hits to show) if the category matches."""
+        cat = plan.category
         fired: CompiledRule | None = None
         spans: list[Any] = []
-        for rule in cat.rules:
-            if rule.trigger.isdisjoint(hits):
-                continue
-            r = rule.node.eval(hits, None)
-            if r is not None:
-                fired, spans = rule, r
-                break
+        for need, rule in plan.checks:
+            if need <= sat:
+                r = rule.node.eval(hits, None)
+                if r is not None:
+                    fired, spans = rule, r
+                    break
         if cat.rules and fired is None:
             return None
         score = 1.0
@@ -276,7 +324,9 @@ class Classifier:
         if cat.weights:
             score = 0.0
             parts = []
-            for w in cat.weights:
+            for need, w in plan.wchecks:
+                if not need <= sat:
+                    continue  # some atom set the weight needs has no hit: it cannot be true
                 r = w.node.eval(hits, None)
                 if r is None:
                     continue
