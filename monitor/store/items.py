@@ -73,6 +73,13 @@ def apply_classification(item: Item, classifier: ClassifierLike | None) -> None:
     item.categories = list(data.get("categories", []))
     item.countries = list(data.get("countries", []))
     item.matches = dict(data.get("matches", {}))
+    # Each gazetteer entry once, in text order, as places.yaml spells it (grouping makes it spelling-blind).
+    places: dict[tuple[str, str], dict[str, str]] = {}
+    for p in data.get("places", []):
+        country, entry = str(p.get("country") or ""), str(p.get("entry") or p.get("name") or "")
+        if country and entry:
+            places.setdefault((country, entry), {"country": country, "entry": entry})
+    item.places = list(places.values())
     item.rules_version = classifier.version
 
 

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import text as sa_text
 from sqlmodel import Field, SQLModel
 
 from monitor.store.types import UTCDateTime, utcnow
@@ -72,6 +73,11 @@ class Item(SQLModel, table=True):
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     matches: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The gazetteer entries found, [{"country": "KZ", "entry": "Almaty"}, ...] once each in text order: what
+    # grouping compares across languages (rows stored before revision 0004 have []).
+    places: list[dict[str, str]] = Field(
+        default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa_text("'[]'"))
+    )
     rules_version: str | None = Field(default=None, max_length=64)
     incident_id: int | None = Field(default=None, index=True)
     pruned: bool = False  # text dropped by retention; identity kept so it is not ingested again
