@@ -117,7 +117,7 @@ class _Scan:
         """Find the original offsets of the words explanations show, and only those."""
         for fld in (TITLE, TEXT):
             if needed[fld]:
-                self.spans[fld] = self.fields[fld].spans_of(sorted(needed[fld]))
+                self.spans[fld] = self.fields[fld].spans_of(sorted(needed[fld]), self.hits.words(fld))
 
     def offsets(self, fld: int, s: int, e: int) -> tuple[int, int]:
         spans = self.spans[fld]

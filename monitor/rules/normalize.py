@@ -25,6 +25,20 @@ WORD_RE = re.compile(r"[\w\u0300-\u036f\u0483-\u0489]+")
 # skips 32 words in one C-level match, so finding word 300 of a long text does not build 300 match objects
 _SKIP_RE = re.compile(r"(?:[^\w\u0300-\u036f\u0483-\u0489]*[\w\u0300-\u036f\u0483-\u0489]+){32}")
 _SKIP4_RE = re.compile(r"(?:[^\w\u0300-\u036f\u0483-\u0489]*[\w\u0300-\u036f\u0483-\u0489]+){4}")
+_FIND_MIN = 3  # words shorter than this are located by the regex walk (see Folded.spans_of)
+_word_char_memo: dict[str, bool] = {}
+
+
+def _is_word_char(ch: str) -> bool:
+    """`is_word_char` for one character, memoised: the boundary test of Folded.spans_of."""
+    r = _word_char_memo.get(ch)
+    if r is None:
+        r = WORD_RE.match(ch) is not None
+        if len(_word_char_memo) < 65536:
+            _word_char_memo[ch] = r
+    return r
+
+
 # A cluster = one base character and the combining marks after it; folding cluster by cluster keeps an exact
 # map from folded characters back to the original text.
 _CLUSTER_RE = re.compile(r".[\u0300-\u036f\u0483-\u0489]*", re.DOTALL)
@@ -70,23 +84,49 @@ class Folded:
         """Original-text (start, end) of every word, in the same order as the token string's words."""
         return self.spans_upto(-1)
 
-    def spans_of(self, indices: list[int]) -> dict[int, tuple[int, int]]:
-        """Original-text spans of the words with these (sorted) indices."""
+    def spans_of(self, indices: list[int], words: list[str] | None = None) -> dict[int, tuple[int, int]]:
+        """Original-text spans of the words with these (sorted) indices.
+
+        `words`, if given, must be this field's words (`WORD_RE.findall(self.folded)`, e.g. the token string
+        split). Word k is then found as the m-th whole-word occurrence of its text after the previous word
+        found, m being counted in the list: C-level `find` and `count` instead of a regex walk over every word
+        in between. Short words, which occur inside many others, still take the regex walk."""
         out: dict[int, tuple[int, int]] = {}
         pos = 0
         cur = 0  # index of the next word at or after pos
         text = self.folded
+        size = len(text)
         for k in indices:
+            if words is not None and k < len(words) and len(words[k]) >= _FIND_MIN:
+                w = words[k]
+                m = words[cur:k].count(w) if k > cur else 0
+                n = len(w)
+                p = text.find(w, pos)
+                while p >= 0:
+                    if (p == 0 or not _is_word_char(text[p - 1])) and (
+                        p + n >= size or not _is_word_char(text[p + n])
+                    ):
+                        if m == 0:
+                            break
+                        m -= 1
+                    # a whole-word occurrence cannot start inside another occurrence: all its letters are word
+                    # characters, so the character before it would be one
+                    p = text.find(w, p + n)
+                if p < 0:  # cannot happen: `words` are this text's words
+                    return out
+                out[k] = (p, p + n) if self.index_map is None else self.to_original(p, p + n)
+                pos, cur = p + n, k + 1
+                continue
             for step, skip in ((32, _SKIP_RE), (4, _SKIP4_RE)):
                 while k - cur >= step:
-                    m = skip.match(text, pos)
-                    if m is None:
+                    mt = skip.match(text, pos)
+                    if mt is None:
                         return out
-                    pos, cur = m.end(), cur + step
-            for m in WORD_RE.finditer(text, pos):
+                    pos, cur = mt.end(), cur + step
+            for mt in WORD_RE.finditer(text, pos):
                 if cur == k:
-                    out[k] = m.span() if self.index_map is None else self.to_original(*m.span())
-                    pos, cur = m.end(), cur + 1
+                    out[k] = mt.span() if self.index_map is None else self.to_original(*mt.span())
+                    pos, cur = mt.end(), cur + 1
                     break
                 cur += 1
             else:
