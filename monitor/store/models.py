@@ -73,7 +73,7 @@ class Item(SQLModel, table=True):
     categories: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     countries: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     matches: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
-    # The gazetteer entries found, [{"country": "KZ", "entry": "Almaty"}, ...] once each in text order: what
+    # The gazetteer entries found, [{"country": "KZ", "entry": "Almaty", "field": "title"}, ...] once each: what
     # grouping compares across languages (rows stored before revision 0004 have []).
     places: list[dict[str, str]] = Field(
         default_factory=list, sa_column=Column(JSON, nullable=False, server_default=sa_text("'[]'"))
