@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from monitor.incidents import explain_incident, group_items, incident_severity
-from monitor.incidents.features import extract, name_key
+from monitor.incidents.features import extract, hit_sets, name_key, place_keys
+from monitor.rules import Classifier, load_classifier
 from monitor.store import ensure_schema, make_engine
 from monitor.store.engine import session_scope
+from monitor.store.items import apply_classification
 from monitor.store.models import Incident, Item
 from tests.support.stories import (
     MAMAI_EN,
@@ -233,3 +236,337 @@ def test_title_case_headlines_do_not_make_names(engine: Engine) -> None:
     ids = store(engine, [a, b])
     new, _, _ = group(engine, ids)
     assert len(new) == 2
+
+
+# ---- across languages on places, categories and term sets --------------------------------------------------
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+# The demo's trilingual story (monitor/demo/feeds): no person is named, so only places and categories can join it.
+BILL_RU = Story(
+    title="Мажилис одобрил законопроект о реестре «иностранных представителей»",
+    text=(
+        "Депутаты Мажилиса одобрили в первом чтении законопроект, который обязывает общественные объединения, "
+        "получающие иностранное финансирование, регистрироваться в реестре «иностранных представителей» и "
+        "ежеквартально отчитываться о расходах. За нарушение предлагается приостанавливать деятельность "
+        "организации на срок до трёх месяцев. Правозащитники считают, что поправки ограничат работу НКО и "
+        "независимых СМИ."
+    ),
+    categories=[],
+    language="ru",
+    hours=0,
+    feed="feed-ru",
+)
+BILL_KK = Story(
+    title="Мәжіліс шетелдік өкілдер туралы заң жобасын бірінші оқылымда мақұлдады",
+    text=(
+        "Мәжіліс депутаттары шетелден қаржы алатын ҮЕҰ мен БАҚ-ты «шетелдік өкілдер» тізіліміне енгізуді "
+        "міндеттейтін заң жобасын бірінші оқылымда мақұлдады. Құқық қорғаушылар бұл түзету азаматтық қоғамның "
+        "жұмысын шектейді деп есептейді."
+    ),
+    categories=[],
+    language="kk",
+    hours=1,
+    feed="feed-kk",
+)
+BILL_EN = Story(
+    title='Kazakhstan: lower house backs bill creating registry of "foreign representatives"',
+    text=(
+        "Kazakhstan's Mazhilis approved in first reading a draft law that would require NGOs and media outlets "
+        'receiving foreign funding to join a public registry of "foreign representatives" and report their '
+        "spending every quarter. Organisations that miss a report could have their work suspended for up to three "
+        "months. Rights groups say the bill copies foreign agent laws adopted elsewhere in the region and would "
+        "stigmatise civil society."
+    ),
+    categories=[],
+    hours=2,
+    feed="feed-en",
+)
+
+
+@pytest.fixture(scope="module")
+def shipped() -> Classifier:
+    return load_classifier(CONFIG)
+
+
+def store_classified(engine: Engine, stories: list[Story], classifier: Classifier) -> list[int]:
+    """Store the stories and classify them as ingestion does (categories, countries, matches and places)."""
+    ids = store(engine, stories)
+    with session_scope(engine) as s:
+        for i in ids:
+            item = s.get(Item, i)
+            assert item is not None
+            apply_classification(item, classifier)
+            s.add(item)
+    return ids
+
+
+def at(entry: str, where: str = "text", country: str = "KZ") -> dict[str, str]:
+    return {"country": country, "entry": entry, "field": where}
+
+
+def with_sets(story: Story, sets: dict[str, list[str]]) -> Story:
+    """The story with classifier hits from these named term sets, per category."""
+    matches = {
+        cat: {"rule": "test", "score": 1.0, "hits": [{"term": s, "set": s, "field": "text"} for s in names]}
+        for cat, names in sets.items()
+    }
+    return replace(story, matches=matches)
+
+
+def store_placed(engine: Engine, stories: list[tuple[Story, list[dict[str, str]]]]) -> list[int]:
+    """Store the stories with these gazetteer places, as apply_classification would have recorded them."""
+    ids = store(engine, [st for st, _ in stories])
+    with session_scope(engine) as s:
+        for i, (_, places) in zip(ids, stories, strict=True):
+            item = s.get(Item, i)
+            assert item is not None
+            item.places = places
+            s.add(item)
+    return ids
+
+
+def test_place_keys_are_spelling_blind_and_leave_out_the_country() -> None:
+    keys, in_title = place_keys(
+        [at("Mazhilis", "title"), at("Kazakhstan", "title"), at("tenge"), at("akimat"), at("Almaty")]
+    )
+    assert keys == {"KZ:majil": "Mazhilis", "KZ:almat": "Almaty"}
+    assert in_title == {"KZ:majil"}
+    assert place_keys([at("Мажилис")])[0].keys() == place_keys([at("Мәжіліс")])[0].keys() == {"KZ:majil"}
+    assert place_keys([at("Қарағанды")])[0].keys() == place_keys([at("Karaganda")])[0].keys()
+    for country_level in ("Казахстан", "Қазақстан", "әкімдік", "Тоқаев", "Kyrgyzstan", "Путин"):
+        assert place_keys([at(country_level)]) == ({}, frozenset())
+    assert place_keys("not a list") == ({}, frozenset())
+
+
+def test_hit_sets_are_read_per_category() -> None:
+    matches = {
+        "protest_crackdown": {"hits": [{"term": "rally", "set": "protest"}, {"term": "detain"}]},
+        "prosecution": {"hits": [{"term": "lawyer", "set": "civic"}]},
+        "broken": "not a mapping",
+    }
+    assert hit_sets(matches) == {"protest_crackdown/protest", "prosecution/civic"}
+
+
+def test_apply_classification_stores_each_place_once(shipped: Classifier) -> None:
+    item = Item(
+        feed_id="f",
+        title=BILL_RU.title,
+        text=BILL_RU.text,
+        language="ru",
+        published=T0,
+        fetched=T0,
+        content_hash="x",
+    )
+    apply_classification(item, shipped)
+    assert item.places == [{"country": "KZ", "entry": "Мажилис", "field": "title"}]
+    assert {"restrictive_law", "funding_restriction"} <= set(item.categories)
+
+
+def test_the_bill_in_russian_kazakh_and_english_is_one_incident(engine: Engine, shipped: Classifier) -> None:
+    ids = store_classified(engine, [BILL_RU, BILL_KK, BILL_EN], shipped)
+    new, _, assigned = group(engine, ids)
+    assert len(new) == 1 and set(assigned.values()) == {new[0]}
+    with session_scope(engine) as s:
+        inc = s.get(Incident, new[0])
+        assert inc is not None and inc.item_count == 3 and inc.countries == ["KZ"]
+        assert inc.signature["places"] == ["KZ:majil"]
+        why_kk, why_en = explain_incident(s, ids[1]), explain_incident(s, ids[2])
+    assert why_kk is not None and why_kk["reason"] == "places"
+    assert why_kk["similar_to"] == ids[0]
+    assert why_kk["shared_places"] == ["Мәжіліс"]  # as the joining report's language spells it
+    assert why_kk["languages"] == ["kk", "ru"]
+    assert why_kk["points"] >= 3.0 and why_kk["evidence"]["places"] == 2.0
+    assert "same specific places (Мәжіліс)" in why_kk["text"] and "evidence" in why_kk["text"]
+    assert why_en is not None and why_en["reason"] == "places" and why_en["shared_places"] == ["Mazhilis"]
+
+
+def test_the_bill_groups_the_same_one_report_at_a_time(engine: Engine, shipped: Classifier) -> None:
+    ids = store_classified(engine, [BILL_EN, BILL_KK, BILL_RU], shipped)
+    for i in reversed(ids):  # a later report arrives first: still one incident
+        group(engine, [i])
+    assert len({incident_of(engine, i) for i in ids}) == 1
+
+
+ALMATY_RALLY_EN = with_sets(
+    Story(
+        title="Police detain dozens at Almaty rally against utility price rises",
+        text=(
+            "Police detained at least 34 people at a peaceful rally in Almaty on Saturday, where about two hundred "
+            "residents gathered near the akimat to protest against a rise in tariffs."
+        ),
+        categories=["protest_crackdown"],
+        hours=0,
+    ),
+    {"protest_crackdown": ["detain", "protest"]},
+)
+ATYRAU_RU = with_sets(
+    Story(
+        title="В Атырау задержали участников акции нефтяников",
+        text=(
+            "В субботу в Атырау полиция задержала около двадцати нефтяников, которые вышли к зданию акимата с "
+            "требованием повысить зарплату."
+        ),
+        categories=["protest_crackdown"],
+        language="ru",
+        hours=3,
+        feed="feed-ru",
+    ),
+    {"protest_crackdown": ["detain", "protest"]},
+)
+
+
+def test_detentions_in_almaty_and_atyrau_the_same_day_stay_apart(engine: Engine) -> None:
+    ids = store_placed(
+        engine,
+        [
+            (ALMATY_RALLY_EN, [at("Almaty", "title"), at("akimat")]),
+            (ATYRAU_RU, [at("Атырау", "title"), at("акимат")]),
+        ],
+    )
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2  # same country, category, term sets and day; the akimat is in every town
+
+
+def test_a_restrictive_law_and_an_ngo_liquidation_sharing_only_kazakhstan_stay_apart(engine: Engine) -> None:
+    # as in the demo, the classifier also tags the bill ngo_liquidation ("work suspended", "rights groups")
+    law = with_sets(
+        replace(BILL_EN, categories=["ngo_liquidation", "funding_restriction", "restrictive_law"]),
+        {"ngo_liquidation": ["ngo"]},
+    )
+    liquidation = with_sets(
+        Story(
+            title="Суд в Казахстане ликвидировал карагандинское правозащитное объединение",
+            text="Специализированный экономический суд Караганды ликвидировал общественное объединение.",
+            categories=["ngo_liquidation", "funding_restriction"],
+            language="ru",
+            hours=6,
+            feed="feed-ru",
+        ),
+        {"ngo_liquidation": ["ngo"]},
+    )
+    ids = store_placed(
+        engine,
+        [
+            (law, [at("Kazakhstan", "title"), at("Mazhilis")]),
+            (liquidation, [at("Казахстан", "title"), at("Караганда")]),
+        ],
+    )
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2
+
+
+def _two_bills(hours: float, categories: list[str]) -> tuple[Story, Story]:
+    en = Story(
+        title="Mazhilis passes amendments on public assemblies",
+        text="The Mazhilis approved amendments requiring organisers to notify the akimat ten days in advance.",
+        categories=categories,
+        hours=0,
+    )
+    ru = Story(
+        title="Мажилис принял поправки о выборах",
+        text="Депутаты Мажилиса приняли поправки, ужесточающие регистрацию кандидатов.",
+        categories=categories,
+        language="ru",
+        hours=hours,
+        feed="feed-ru",
+    )
+    return en, ru
+
+
+def test_one_shared_institution_alone_is_not_enough(engine: Engine) -> None:
+    en, ru = _two_bills(15, ["restrictive_law"])  # the Mazhilis passes several bills in one sitting
+    ids = store_placed(engine, [(en, [at("Mazhilis", "title")]), (ru, [at("Мажилис", "title")])])
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2
+
+
+def test_a_shared_institution_with_corroboration_is_enough(engine: Engine) -> None:
+    en, ru = _two_bills(15, ["restrictive_law", "funding_restriction", "ngo_restriction"])
+    ids = store_placed(engine, [(en, [at("Mazhilis", "title")]), (ru, [at("Мажилис", "title")])])
+    new, _, _ = group(engine, ids)
+    assert len(new) == 1
+    with session_scope(engine) as s:
+        why = explain_incident(s, ids[1])
+    assert why is not None and why["reason"] == "places"
+    assert why["evidence"] == {"places": 2.0, "categories": 1.0} and why["points"] == 3.0
+
+
+def test_the_same_city_but_different_people_stay_apart(engine: Engine) -> None:
+    en = with_sets(
+        Story(
+            title="Activist detained in Almaty after picket",
+            text="Police in Almaty detained activist Aigul Utepova after a single-person picket.",
+            categories=["protest_crackdown"],
+        ),
+        {"protest_crackdown": ["detain", "protest"]},
+    )
+    ru = with_sets(
+        Story(
+            title="В Алматы задержали журналиста",
+            text="В Алматы полиция задержала журналиста Марата Оспанова у здания суда после пикета.",
+            categories=["protest_crackdown"],
+            language="ru",
+            hours=2,
+            feed="feed-ru",
+        ),
+        {"protest_crackdown": ["detain", "protest"]},
+    )
+    ids = store_placed(engine, [(en, [at("Almaty", "title")]), (ru, [at("Алматы", "title")])])
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2
+
+
+def test_headlines_naming_different_places_stay_apart(engine: Engine) -> None:
+    atyrau_en = with_sets(
+        Story(
+            title="Oil workers detained at Atyrau protest",
+            text="Police detained oil workers at a protest in Atyrau, a week after the rally in Almaty.",
+            categories=["protest_crackdown"],
+            hours=1,
+        ),
+        {"protest_crackdown": ["detain", "protest"]},
+    )
+    almaty_ru = with_sets(
+        replace(
+            ATYRAU_RU, title="В Алматы задержали участников митинга", text="В Алматы задержали участников."
+        ),
+        {"protest_crackdown": ["detain", "protest"]},
+    )
+    ids = store_placed(
+        engine,
+        [
+            (atyrau_en, [at("Atyrau", "title"), at("Almaty")]),
+            (almaty_ru, [at("Алматы", "title")]),
+        ],
+    )
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2
+
+
+def test_places_do_not_join_reports_in_one_language(engine: Engine) -> None:
+    # Same-language reports of one event share their words; the text rule decides, as before.
+    other = with_sets(
+        Story(
+            title="Almaty: riot police break up tariff protest",
+            text="Dozens of residents were taken to district stations when officers dispersed the crowd.",
+            categories=["protest_crackdown"],
+            hours=2,
+            feed="feed-wire",
+        ),
+        {"protest_crackdown": ["detain", "protest"]},
+    )
+    ids = store_placed(engine, [(ALMATY_RALLY_EN, [at("Almaty", "title")]), (other, [at("Almaty", "title")])])
+    new, _, _ = group(engine, ids)
+    assert len(new) == 2
+
+
+@pytest.mark.parametrize(("hours", "incidents"), [(10, 1), (40, 2)])
+def test_places_join_only_reports_within_36_hours(engine: Engine, hours: float, incidents: int) -> None:
+    ru = replace(ATYRAU_RU, title="В Алматы задержали участников митинга", text="В Алматы задержали людей.")
+    ids = store_placed(
+        engine,
+        [(ALMATY_RALLY_EN, [at("Almaty", "title")]), (replace(ru, hours=hours), [at("Алматы", "title")])],
+    )
+    new, _, _ = group(engine, ids)
+    assert len(new) == incidents

@@ -11,12 +11,26 @@ it, when, compared with one of the incident's reports:
   template are two incidents); a near-copy (>= TEXT_COPY) joins regardless; or
 - **names**: they name the same person (two capitalised words, transliteration-blind, so "Zhanbolat Mamai" is
   "Жанболата Мамая"), or share two other names (people, places, organisations), and their countries agree - the
-  same story across languages.
+  same story across languages; or
+- **places**: they are in different languages, published within CROSS_HOURS of each other, name the same
+  specific place or institution (a gazetteer entry other than the country itself: "Mazhilis" is "Мажилис" is
+  "Мәжіліс"), their headlines do not name different places, they do not name different people, and the
+  language-independent evidence adds up to PLACES_MIN points:
 
-Among several matching incidents the strongest match wins, then the lowest incident id, and items are taken in
-order of publication, so the same items always give the same incidents. Each decision is stored in the incident's
-`explanation`, and the features it compared in its `signature`, so later reports are matched without reloading
-texts and `monitor explain --item` can say why.
+      each shared specific place (at most 2)                  2
+      each shared name that is not a place (at most 2)        1
+      each shared category after the first (at most 2)        0.5
+      each shared term set of a shared category (at most 2)   0.5   (@detain, @ngo: named alike in every language)
+      published within CLOSE_HOURS of each other              0.5
+
+  A shared place alone (2) is not enough - the Mazhilis passes several bills a day and a city sees several
+  detentions - it needs corroboration: a second place, a name, or two of the weaker signals. Sharing only the
+  country ("Kazakhstan", the tenge, the akimat) counts nothing.
+
+Among several matching incidents the strongest match wins (a places match ranks below any other), then the
+lowest incident id, and items are taken in order of publication, so the same items always give the same
+incidents. Each decision is stored in the incident's `explanation`, and the features it compared in its
+`signature`, so later reports are matched without reloading texts and `monitor explain --item` can say why.
 """
 
 from __future__ import annotations
@@ -29,7 +43,7 @@ from typing import Any
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
-from monitor.incidents.features import Features, extract, jaccard
+from monitor.incidents.features import COUNTRY_LEVEL_KEYS, Features, extract, hit_sets, jaccard, place_keys
 from monitor.store.models import Incident, Item
 
 __all__ = [
@@ -46,6 +60,15 @@ WINDOW_HOURS = 72.0
 TEXT_MIN = 0.45  # below this, same-language rewrites of different events start to look alike
 TEXT_COPY = 0.8  # a reprint: joins even when a misspelt name makes the people look different
 NAMES_MIN = 2  # shared names (not a full person name) needed to join across languages
+# The places rule (the module docstring says why these numbers).
+CROSS_HOURS = 36.0  # reports in two languages further apart than this are not matched on places
+CLOSE_HOURS = 12.0  # reports this close earn CLOSE_POINTS
+PLACES_MIN = 3.0  # points needed: a shared specific place (2) plus corroboration worth 1
+PLACE_POINTS = 2.0  # each shared specific place, at most 2 counted
+NAME_POINTS = 1.0  # each shared name that is not a place, at most 2 counted
+CATEGORY_POINTS = 0.5  # each shared category after the first, at most 2 counted
+SET_POINTS = 0.5  # each shared term set of a shared category, at most 2 counted
+CLOSE_POINTS = 0.5
 MAX_MEMBERS = 20  # fingerprints kept per incident: the latest reports are what a new one is compared with
 _BATCH = 500  # ids per IN (...) query
 
@@ -88,6 +111,24 @@ def _utc(d: datetime) -> datetime:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
 
+def _language(tag: str | None) -> str | None:
+    """Primary language subtag: "en-GB" -> "en"."""
+    lang = (tag or "").strip().lower().replace("_", "-").split("-")[0]
+    return lang or None
+
+
+def _script(text: str) -> str:
+    """The alphabet most letters of the text are in, "cyrl" or "latn": tells languages apart when feeds do not."""
+    cyr = lat = 0
+    for ch in text[:400]:
+        if ch.isalpha():
+            if "\u0400" <= ch <= "\u04ff":
+                cyr += 1
+            elif ch.isascii():
+                lat += 1
+    return "cyrl" if cyr > lat else "latn"
+
+
 @dataclass(frozen=True)
 class _Member:
     item_id: int
@@ -95,17 +136,34 @@ class _Member:
     categories: frozenset[str]
     countries: frozenset[str]
     features: Features
+    language: str | None = None
+    script: str = "latn"
+    places: frozenset[str] = frozenset()  # "KZ:majil": specific places, spelling-blind (features.place_keys)
+    title_places: frozenset[str] = frozenset()  # those of them the headline names
+    sets: frozenset[str] = frozenset()  # "protest_crackdown/detain": term sets of the classifier's hits
+    # place key -> the gazetteer entry as this report's language spells it, to explain a match (not stored)
+    place_names: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
     def to_json(self) -> dict[str, Any]:
         f = self.features
-        return {
+        out: dict[str, Any] = {
             "t": _utc(self.published).isoformat(),
             "c": sorted(self.categories),
             "k": sorted(self.countries),
             "s": sorted(f.stems),
             "n": sorted(f.names),
             "p": sorted(f.persons),
+            "w": self.script,
         }
+        if self.language:
+            out["l"] = self.language
+        if self.places:
+            out["g"] = sorted(self.places)
+        if self.title_places:
+            out["gt"] = sorted(self.title_places)
+        if self.sets:
+            out["z"] = sorted(self.sets)
+        return out
 
     @classmethod
     def from_json(cls, item_id: int, d: Mapping[str, Any]) -> _Member:
@@ -119,28 +177,77 @@ class _Member:
                 names=frozenset(d.get("n", ())),
                 persons=frozenset(d.get("p", ())),
             ),
+            language=d.get("l"),
+            script=d.get("w", "latn"),
+            places=frozenset(d.get("g", ())),
+            title_places=frozenset(d.get("gt", ())),
+            sets=frozenset(d.get("z", ())),
         )
 
     @classmethod
     def of(cls, item: Item) -> _Member:
         assert item.id is not None
+        places, title_places = place_keys(item.places)
         return cls(
             item_id=item.id,
             published=_utc(item.published),
             categories=frozenset(item.categories),
             countries=frozenset(item.countries),
             features=extract(item.title or "", item.text or ""),
+            language=_language(item.language),
+            script=_script(f"{item.title or ''} {item.text or ''}"),
+            places=frozenset(places),
+            title_places=title_places,
+            sets=hit_sets(item.matches),
+            place_names=places,
         )
+
+    def other_language(self, other: _Member) -> bool:
+        """Whether the two are written in different languages (by the feeds' word, else by their alphabets)."""
+        if self.language and other.language:
+            return self.language != other.language
+        return self.script != other.script
 
 
 @dataclass
 class _Match:
-    kind: str  # "text" | "names"
+    kind: str  # "text" | "names" | "places"
     score: float
     member: _Member
     shared_terms: list[str]
     shared_names: list[str]
     shared_persons: list[str]
+    shared_places: list[str] = field(default_factory=list)
+    shared_sets: list[str] = field(default_factory=list)
+    evidence: dict[str, float] = field(default_factory=dict)  # points by kind, for the places rule
+
+
+def _place_evidence(
+    a: _Member, b: _Member, names: frozenset[str]
+) -> tuple[dict[str, float], list[str], list[str], list[str]] | None:
+    """Points for the places rule, with the shared place keys, names and sets; None when it cannot apply."""
+    shared = a.places & b.places
+    if not shared or not a.other_language(b):
+        return None
+    if a.title_places and b.title_places and not (a.title_places & b.title_places):
+        return None  # the headlines say where it happened, and they say different places
+    hours = abs((a.published - b.published).total_seconds()) / 3600
+    if hours > CROSS_HOURS:
+        return None
+    categories = a.categories & b.categories
+    sets = sorted({s.split("/", 1)[1] for s in a.sets & b.sets if s.split("/", 1)[0] in categories})
+    place_words = {k.split(":", 1)[1] for k in a.places | b.places}
+    other_names = sorted(n for n in names if n not in place_words and n not in COUNTRY_LEVEL_KEYS)
+    points = {"places": PLACE_POINTS * min(len(shared), 2)}
+    if other_names:
+        points["names"] = NAME_POINTS * min(len(other_names), 2)
+    if len(categories) > 1:
+        points["categories"] = CATEGORY_POINTS * min(len(categories) - 1, 2)
+    if sets:
+        points["sets"] = SET_POINTS * min(len(sets), 2)
+    if hours <= CLOSE_HOURS:
+        points["close"] = CLOSE_POINTS
+    return points, sorted(shared), other_names, sets
 
 
 def _compare(item: _Member, other: _Member) -> _Match | None:
@@ -158,6 +265,23 @@ def _compare(item: _Member, other: _Member) -> _Match | None:
         kind, score = "text", j
     if not kind and len(names) >= NAMES_MIN and countries_agree and not different_people:
         kind, score = "names", 0.5 + 0.05 * min(len(names), 4)
+    if not kind and countries_agree and not different_people:
+        found = _place_evidence(item, other, names)
+        if found is not None and sum(found[0].values()) >= PLACES_MIN:
+            points, places, other_names, sets = found
+            total = sum(points.values())
+            return _Match(
+                kind="places",
+                # ranks below every text or names match (>= 0.45): places are the weakest kind of evidence
+                score=round(min(0.3 + 0.02 * total, 0.44), 4),
+                member=other,
+                shared_terms=[],
+                shared_names=a.shown(other_names),
+                shared_persons=[],
+                shared_places=[item.place_names.get(k, k) for k in places],
+                shared_sets=sets,
+                evidence=points,
+            )
     if not kind:
         return None
     return _Match(
@@ -204,7 +328,7 @@ def _describe(entry: Mapping[str, Any], window_hours: float) -> str:
     if entry["reason"] == "first":
         return (
             f"started incident {inc}: no open incident within {window_hours:g} h shared a category and "
-            "near-duplicate text or the same names"
+            "near-duplicate text, the same names, or (in another language) the same specific places"
         )
     cats = ", ".join(entry.get("categories", []))
     ago = f"{entry.get('hours_apart', 0):g} h apart"
@@ -218,6 +342,22 @@ def _describe(entry: Mapping[str, Any], window_hours: float) -> str:
     if entry["reason"] == "names":
         names = ", ".join(entry.get("shared_persons") or entry.get("shared_names") or [])
         return f"joined incident {inc}: same category ({cats}) and the same names ({names}) as item {other}, {ago}"
+    if entry["reason"] == "places":
+        evidence = entry.get("evidence", {})
+        also = [
+            f"{label} ({', '.join(entry[key])})"
+            for label, key in (("names", "shared_names"), ("term sets", "shared_sets"))
+            if entry.get(key)
+        ]
+        langs = " and ".join(entry.get("languages", [])) or "two languages"
+        return (
+            f"joined incident {inc}: reported in {langs}, same category ({cats}), {ago}, and the same specific "
+            f"places ({', '.join(entry.get('shared_places', []))}) as item {other}"
+            + (f"; also shared: {'; '.join(also)}" if also else "")
+            + f"; evidence {entry.get('points', 0):g} points >= {PLACES_MIN:g} ("
+            + ", ".join(f"{k} {v:g}" for k, v in evidence.items())
+            + ")"
+        )
     return f"in incident {inc}"
 
 
@@ -345,6 +485,12 @@ def group_items(
                 "shared_names": m.shared_names,
                 "shared_persons": m.shared_persons,
             }
+            if m.kind == "places":
+                entry["shared_places"] = m.shared_places
+                entry["shared_sets"] = m.shared_sets
+                entry["evidence"] = m.evidence
+                entry["points"] = sum(m.evidence.values())
+                entry["languages"] = [me.language or me.script, m.member.language or m.member.script]
         entry["text"] = _describe(entry, window_hours)
         assert op.incident.id is not None
         op.add(me)
@@ -423,6 +569,7 @@ def _refresh(
             "window_members": MAX_MEMBERS,
             "names": sorted({n for v in kept.values() for n in v.get("n", ())}),
             "persons": sorted({p for v in kept.values() for p in v.get("p", ())}),
+            "places": sorted({g for v in kept.values() for g in v.get("g", ())}),
             "members": {str(i): kept[i] for i in keep},
         }
         old_items = (inc.explanation or {}).get("items", {})
@@ -431,7 +578,8 @@ def _refresh(
         explanation = {
             "rule": (
                 f"same category, within the window, and near-duplicate title and lead (Jaccard >= {TEXT_MIN}) "
-                f"or the same person / {NAMES_MIN}+ names with agreeing countries"
+                f"or the same person / {NAMES_MIN}+ names with agreeing countries, or in another language "
+                f"within {CROSS_HOURS:g} h the same specific place with evidence >= {PLACES_MIN:g} points"
             ),
             "items": dict(sorted(items_expl.items(), key=lambda kv: int(kv[0]))),
         }

@@ -10,6 +10,11 @@ Pure functions of an item's title and text, so they can be tested with plain str
   transliterated to Latin and reduced to a spelling-blind key: "Zhanbolat Mamai", "Janbolat Mamay" and
   "Жанболат Мамай" (also inflected: "Жанболата Мамая") all give `janbo` and `mamai`. Two capitalised words in a
   row give a *person* key (`janbo+mamai`, order-free, as Russian often puts the surname first).
+- **Place keys**: the gazetteer entries the classifier found (`Item.places`), reduced the same way and prefixed
+  with their country, so "Mazhilis", "Мажилис" and "Мәжіліс" are all `KZ:majil`. Entries that only say which
+  country (its names and adjectives, the currency, the head of state, the akimat that every town has) are left
+  out: sharing "Kazakhstan" says nothing about which event. Sets of the classifier's hits (`@detain`, `@ngo`)
+  are named the same in every language and are read from `Item.matches` as `category/set`.
 """
 
 from __future__ import annotations
@@ -19,7 +24,16 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Features", "extract", "jaccard", "name_key", "translit"]
+__all__ = [
+    "COUNTRY_LEVEL_KEYS",
+    "Features",
+    "extract",
+    "hit_sets",
+    "jaccard",
+    "name_key",
+    "place_keys",
+    "translit",
+]
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
 _SENTENCE_END = re.compile(r"[.!?…\n]\s*[\"'«»“”„(\[]*\s*$")
@@ -83,6 +97,23 @@ other some such only very can could may might must should under against during b
 және мен бен пен да де та те үшін бойынша туралы деп бұл осы ол олар
 """
 
+# Gazetteer entries (places.yaml, every country and language) that tell the country, not the place: names,
+# adjectives and demonyms, currencies, heads of state, ruling parties, national security services, and the local
+# government every town has. Stored as name keys, like _NOT_NAMES.
+_COUNTRY_LEVEL = """
+Kazakhstan Kazakh Kazakhs Kazakhstani Qazaqstan Казахстан казахстанский Қазақстан қазақстандық ҚР
+tenge тенге теңге akim akimat аким акимат әкім әкімдік әкімшілік мәслихат Tokayev Токаев Тоқаев Nazarbayev
+Назарбаев Amanat Аманат Nur-Otan Нур-Отан KNB КНБ ҰҚК
+Kyrgyzstan Kyrgyz Kirghizia Кыргызстан Киргизия кыргызский киргизский Қырғызстан қырғыз Japarov Жапаров
+Tashiev Ташиев GKNB ГКНБ
+Uzbekistan Uzbek Узбекистан узбекский Өзбекстан өзбек Mirziyoyev Мирзиёев hokim hokimiyat хоким хокимият
+Tajikistan Tajik Таджикистан таджикский Тәжікстан тәжік Rahmon Рахмон
+Turkmenistan Turkmen Туркменистан Туркмения туркменский Түрікменстан түрікмен Berdimuhamedov Бердымухамедов
+Russia Russian Россия российский Ресей ресейлік Kremlin Кремль Putin Путин
+Belarus Belarusian Belarussian Беларусь Белоруссия белорусский белорус Lukashenko Лукашенко
+Azerbaijan Azerbaijani Azeri Азербайджан азербайджанский Әзербайжан әзербайжандық Aliyev Алиев Әлиев
+"""
+
 
 def translit(word: str) -> str:
     """Lower-case Latin transliteration (diacritics dropped), e.g. "Жанболат" -> "zhanbolat"."""
@@ -101,6 +132,40 @@ def name_key(word: str) -> str:
 
 
 _NOT_NAME_KEYS = frozenset(name_key(w) for w in _NOT_NAMES.split())
+COUNTRY_LEVEL_KEYS = frozenset(name_key(w.replace("-", " ")) for w in _COUNTRY_LEVEL.split())
+
+
+def place_keys(places: object) -> tuple[dict[str, str], frozenset[str]]:
+    """Specific places of an item's stored `places`: {"KZ:almat": "Almaty"} (key -> entry as first written),
+    and which of those keys its title names. Country-level entries and malformed records are skipped."""
+    keys: dict[str, str] = {}
+    in_title: set[str] = set()
+    for p in places if isinstance(places, list) else ():
+        if not isinstance(p, Mapping):
+            continue
+        country, entry = str(p.get("country") or ""), str(p.get("entry") or "")
+        key = name_key(entry)
+        if not country or len(key) < 2 or key in COUNTRY_LEVEL_KEYS:
+            continue
+        k = f"{country}:{key}"
+        keys.setdefault(k, entry)
+        if p.get("field") == "title":
+            in_title.add(k)
+    return keys, frozenset(in_title)
+
+
+def hit_sets(matches: object) -> frozenset[str]:
+    """`category/set` of every classifier hit that came from a named term set (the same name in every language)."""
+    out: set[str] = set()
+    for cat, m in matches.items() if isinstance(matches, Mapping) else ():
+        hits = m.get("hits") if isinstance(m, Mapping) else None
+        for h in hits if isinstance(hits, list) else ():
+            name = h.get("set") if isinstance(h, Mapping) else None
+            if isinstance(name, str) and name:
+                out.add(f"{cat}/{name}")
+    return frozenset(out)
+
+
 _STOP_STEMS = frozenset(w.replace("ё", "е")[:STEM] for w in _STOP_STEMS_SRC.split())
 
 
