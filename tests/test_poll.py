@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -295,3 +296,29 @@ def test_every_feed_dialect_and_encoding_polls_end_to_end(
     assert got["dups"].new == 3
     again = poll(engine, cfg)
     assert sum(r.new for r in again.results) == 0
+
+
+def test_large_documents_are_parsed_in_worker_processes_with_the_same_result(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    from monitor.ingest import poll as poll_module
+
+    long = [dataclasses.replace(it, text=it.text + " Подробности. " * 120) for it in dated(40, prefix="Long")]
+    body = rss(long, language="ru")
+    assert len(body) > poll_module.PARSE_IN_PROCESS_FROM
+    server.add("/big.xml", body=body)
+    server.add(
+        "/notfeed.html",
+        body=b"<html><body>" + b"<p>not a feed</p>" * 5000 + b"</body></html>",
+        content_type="text/html",
+    )
+    cfg = make_config(config_dir, [("big", server.url("/big.xml")), ("page", server.url("/notfeed.html"))])
+    report = poll(engine, cfg)
+    got = by_feed(report)
+    assert got["big"].outcome == "ok" and got["big"].new == 40  # type: ignore[attr-defined]
+    assert got["page"].error_kind == "not_a_feed" and "/notfeed.html" in got["page"].error  # type: ignore[attr-defined]
+    with Session(engine) as s:
+        texts = [i.text for i in s.exec(select(Item))]
+    assert all("Подробности." in t for t in texts)
+    if (os.cpu_count() or 1) > 1:
+        assert poll_module._POOL is not None  # the documents really went to the worker processes

@@ -8,22 +8,26 @@ writes never interleave (SQLite has one writer anyway).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import hashlib
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, or_
+from sqlalchemy import Engine, or_, update
 from sqlmodel import Session, col, select
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
 from monitor.errors import ParseError
 from monitor.ingest import policy
+from monitor.ingest.parse import ParsedFeed, ParseLimits, parse_feed
 from monitor.store.engine import session_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
@@ -127,6 +131,90 @@ def claim_feeds(
     return feeds
 
 
+# Feed columns a poll may change without storing entries; written in batches (see Poller._flush_states).
+STATE_COLUMNS = (
+    "id",
+    "url",
+    "etag",
+    "last_modified",
+    "last_fetch_at",
+    "last_success_at",
+    "last_full_fetch_at",
+    "next_check_at",
+    "last_outcome",
+    "last_status",
+    "error_kind",
+    "last_error",
+    "last_error_at",
+    "error_count",
+    "muted",
+    "mute_reason",
+    "ttl",
+    "lease_owner",
+    "lease_until",
+)
+STATE_BATCH = 200
+# Below this size a document parses faster than it can be shipped to another process and back.
+PARSE_IN_PROCESS_FROM = 32 * 1024
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    kind: str
+    message: str
+
+
+ParseOutcome = ParsedFeed | ParseFailure
+
+
+def parse_job(
+    body: bytes, url: str, headers: dict[str, str], now: datetime, language: str | None, max_entries: int
+) -> ParseOutcome:
+    """Parse one document; errors come back as values, since exceptions with extra fields do not survive
+    the trip back from a worker process intact."""
+    try:
+        return parse_feed(
+            body,
+            url=url,
+            headers=headers,
+            now=now,
+            default_language=language,
+            limits=ParseLimits(max_entries=max_entries),
+        )
+    except ParseError as exc:
+        return ParseFailure(exc.kind, str(exc).removeprefix(f"{url}: "))
+    except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
+        return ParseFailure("parse", f"could not parse: {type(exc).__name__}: {exc}")
+
+
+_POOL: ProcessPoolExecutor | None = None
+
+
+def _parse_pool() -> ProcessPoolExecutor | None:
+    """Worker processes for parsing, shared by every cycle of this process; None on one core or when
+    MONITOR_PARSE_WORKERS=0. forkserver, because forking a process with threads (ours, the DB pool's)
+    can copy a held lock into the child."""
+    global _POOL
+    wanted = os.environ.get("MONITOR_PARSE_WORKERS")
+    workers = int(wanted) if wanted and wanted.isdigit() else min(4, os.cpu_count() or 1)
+    if workers < 2 and not wanted:
+        return None
+    if workers < 1:
+        return None
+    if _POOL is None:
+        ctx = multiprocessing.get_context("forkserver")
+        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        atexit.register(_reset_parse_pool)
+    return _POOL
+
+
+def _reset_parse_pool() -> None:
+    global _POOL
+    pool, _POOL = _POOL, None
+    if pool is not None:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _ttl(result: Any, parsed_ttl_minutes: int | None) -> float | None:
     values = []
     fresh = getattr(result, "fresh_for", None)
@@ -145,6 +233,7 @@ class Poller:
         self.config = config
         self.classifier = classifier
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-store")
+        self._states: list[dict[str, Any]] = []  # touched by the store thread only
 
     def close(self) -> None:
         self._writer.shutdown(wait=True)
@@ -224,33 +313,80 @@ class Poller:
 
         async with Fetcher(limits) as fetcher:
             async for fetched in fetcher.fetch_many(requests):
-                fut = loop.run_in_executor(
-                    self._writer, self._process, by_url.get(fetched.url, []), fetched, forced, now_fn
+                fut = asyncio.ensure_future(
+                    self._handle(by_url.get(fetched.url, []), fetched, forced, now_fn)
                 )
                 if on_result:
                     fut.add_done_callback(
                         lambda f: [on_result(r) for r in f.result()] if not f.exception() else None
                     )
                 pending.append(fut)
-            for done in await asyncio.gather(*pending, return_exceptions=True):
-                if isinstance(done, BaseException):
-                    raise done
-                report.results.extend(done)
+            done_all = await asyncio.gather(*pending, return_exceptions=True)
+        await loop.run_in_executor(self._writer, self._flush_states)
+        for done in done_all:
+            if isinstance(done, BaseException):
+                raise done
+            report.results.extend(done)
         report.results.sort(key=lambda r: r.feed)
         report.finished = now_fn()
         return report
 
-    def _process(
+    async def _handle(
         self, feeds: list[Feed], fetched: Any, forced: set[str], now_fn: Callable[[], datetime]
     ) -> list[FeedResult]:
-        return [self._process_one(f, fetched, f.id in forced, now_fn()) for f in feeds]
+        """Parse (in a worker process when the document is large) then store, so parsing one feed overlaps
+        with storing another and the store thread only does database work."""
+        loop = asyncio.get_running_loop()
+        now = now_fn()
+        body_hash = hashlib.sha256(fetched.body or b"").hexdigest() if fetched.outcome == "ok" else None
+        parsed: ParseOutcome | None = None
+        if body_hash is not None and any(f.body_hash != body_hash for f in feeds):
+            args = (
+                fetched.body or b"",
+                fetched.final_url or fetched.url,
+                dict(fetched.headers),
+                now,
+                feeds[0].language,
+                self.polling.max_entries_per_feed,
+            )
+            pool = _parse_pool() if len(fetched.body or b"") >= PARSE_IN_PROCESS_FROM else None
+            if pool is not None:
+                try:
+                    parsed = await loop.run_in_executor(pool, parse_job, *args)
+                except (
+                    BrokenProcessPool
+                ):  # a worker died (OOM killer...): parse here and start afresh next time
+                    _reset_parse_pool()
+            if parsed is None:
+                parsed = await loop.run_in_executor(self._writer, parse_job, *args)
+        return await loop.run_in_executor(
+            self._writer, self._process, feeds, fetched, forced, now, body_hash, parsed
+        )
 
-    def _process_one(self, feed: Feed, fetched: Any, forced: bool, now: datetime) -> FeedResult:
-        """Parse and store one feed's result; every failure becomes a recorded error, never an exception."""
+    def _process(
+        self,
+        feeds: list[Feed],
+        fetched: Any,
+        forced: set[str],
+        now: datetime,
+        body_hash: str | None,
+        parsed: ParseOutcome | None,
+    ) -> list[FeedResult]:
+        return [self._process_one(f, fetched, f.id in forced, now, body_hash, parsed) for f in feeds]
+
+    def _process_one(
+        self,
+        feed: Feed,
+        fetched: Any,
+        forced: bool,
+        now: datetime,
+        body_hash: str | None,
+        parse_outcome: ParseOutcome | None,
+    ) -> FeedResult:
+        """Store one feed's result; every failure becomes a recorded error, never an exception."""
         started = time.perf_counter()
         res = FeedResult(feed=feed.id, url=feed.url, outcome=fetched.outcome, status=fetched.status)
         parsed = None
-        body_hash = None
         outcome = policy.Outcome(kind=fetched.outcome, ttl=_ttl(fetched, None))
         if fetched.outcome == "error":
             res.error_kind, res.error = fetched.error_kind, fetched.error
@@ -261,32 +397,27 @@ class Poller:
                 retry_after=fetched.retry_after,
             )
         elif fetched.outcome == "ok":
-            body_hash = hashlib.sha256(fetched.body or b"").hexdigest()
-            if body_hash == feed.body_hash:
+            if body_hash == feed.body_hash or parse_outcome is None:
                 res.outcome = "unchanged"  # a 200 with the same bytes: nothing to parse
                 outcome = policy.Outcome(kind="unchanged", ttl=_ttl(fetched, None))
+            elif isinstance(parse_outcome, ParseFailure):
+                res.outcome, res.error_kind = "error", parse_outcome.kind
+                res.error = f"{feed.url}: {parse_outcome.message}"
+                outcome = policy.Outcome(kind="error", error_kind=parse_outcome.kind, error=res.error)
             else:
-                from monitor.ingest.parse import ParseLimits, parse_feed
-
-                try:
-                    parsed = parse_feed(
-                        fetched.body or b"",
-                        url=fetched.final_url or feed.url,
-                        headers=fetched.headers,
-                        now=now,
-                        default_language=feed.language,
-                        limits=ParseLimits(max_entries=self.polling.max_entries_per_feed),
-                    )
-                    res.warning = parsed.warning
-                    res.entries = len(parsed.entries)
-                    outcome = policy.Outcome(kind="ok", ttl=_ttl(fetched, parsed.ttl_minutes))
-                except ParseError as exc:
-                    res.outcome, res.error_kind, res.error = "error", exc.kind, f"{feed.url}: {exc}"
-                    outcome = policy.Outcome(kind="error", error_kind=exc.kind, error=res.error)
-                except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
-                    res.outcome, res.error_kind = "error", "parse"
-                    res.error = f"{feed.url}: could not parse: {type(exc).__name__}: {exc}"
-                    outcome = policy.Outcome(kind="error", error_kind="parse", error=res.error)
+                parsed = parse_outcome
+                res.warning = parsed.warning
+                res.entries = len(parsed.entries)
+                outcome = policy.Outcome(kind="ok", ttl=_ttl(fetched, parsed.ttl_minutes))
+        if parsed is None:
+            # Nothing to store but the feed's state: batched with other feeds' into one transaction.
+            self._apply_state(feed, fetched, outcome, res, now, forced)
+            self._states.append({col_name: getattr(feed, col_name) for col_name in STATE_COLUMNS})
+            if len(self._states) >= STATE_BATCH:
+                self._flush_states()
+            res.fetch_seconds = round(fetched.elapsed, 4)
+            res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
+            return res
         try:
             with session_scope(self.engine) as s:
                 row = s.get(Feed, feed.id, with_for_update=s.get_bind().dialect.name == "postgresql")
@@ -336,6 +467,14 @@ class Poller:
         res.fetch_seconds = round(fetched.elapsed, 4)
         res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
         return res
+
+    def _flush_states(self) -> None:
+        """Write the batched state of feeds that brought no entries (304s, errors): one statement for all."""
+        if not self._states:
+            return
+        rows, self._states = self._states, []
+        with session_scope(self.engine) as s:
+            s.execute(update(Feed), rows)
 
     def _group(self, session: Session, item_ids: list[int], now: datetime) -> None:
         """Items and their incidents commit together, so a crash never leaves stored items ungrouped."""
