@@ -116,12 +116,22 @@ class AtomTable:
         return [(head + form + " ", WHOLE) for form in self.expander.forms(lang, last)]
 
     def build(self) -> ahocorasick.Automaton:
+        """The automaton. A pattern's value is (len - 1, atom, words - 1, None) in the common case: one atom,
+        a whole word or prefix, no letter case to verify. Otherwise (len - 1, -1, 0, (fast, entries)): `fast`
+        holds (atom, words - 1) pairs when every entry is that simple, else `entries` holds
+        (atom, check kind, words - 1, case-sensitive?) for the matcher to verify one by one."""
         auto = ahocorasick.Automaton()
         for pattern, entries in self.patterns.items():
-            # fast: the common case (whole words or prefixes, no letter case to verify) as (atom, words) pairs
+            back = len(pattern) - 1
             simple = all(kind <= PREFIX and self.atoms[a].case_form is None for a, kind, _n in entries)
-            fast = tuple((a, n) for a, _kind, n in entries) if simple else None
-            auto.add_word(pattern, (len(pattern), fast, tuple(entries)))
+            if simple and len(entries) == 1:
+                atom, _kind, n = entries[0]
+                auto.add_word(pattern, (back, atom, n - 1, None))
+            elif simple:
+                auto.add_word(pattern, (back, -1, 0, (tuple((a, n - 1) for a, _kind, n in entries), None)))
+            else:
+                full = tuple((a, kind, n - 1, self.atoms[a].case_form is not None) for a, kind, n in entries)
+                auto.add_word(pattern, (back, -1, 0, (None, full)))
         if self.patterns:
             auto.make_automaton()
         return auto

@@ -203,8 +203,8 @@ class Classifier:
         find = tstring.find
         cs_pending: list[tuple[int, int, int, int]] = []
         hits_get = hits.get
-        for end, (klen, fast, entries) in self.automaton.iter(tstring):
-            start = end - klen + 1
+        for end, (back, atom, more_words, rare) in self.automaton.iter(tstring):
+            start = end - back
             if start >= pos:
                 spaces += count(" ", pos, start)
             else:
@@ -214,9 +214,18 @@ class Classifier:
                 fld, word = TITLE, spaces
             else:
                 fld, word = TEXT, spaces - title_spaces
+            if rare is None:  # one atom, whole word or prefix: the common case
+                span = (fld, word, word + more_words)
+                lst = hits_get(atom)
+                if lst is None:
+                    hits[atom] = [span]
+                elif span not in lst:
+                    lst.append(span)
+                continue
+            fast, entries = rare
             if fast is not None:
-                for atom, nwords in fast:
-                    span = (fld, word, word + nwords - 1)
+                for atom, more_words in fast:
+                    span = (fld, word, word + more_words)
                     lst = hits_get(atom)
                     if lst is None:
                         hits[atom] = [span]
@@ -224,17 +233,17 @@ class Classifier:
                         lst.append(span)
                 continue
             rest: str | None = None
-            for atom, kind, nwords in entries:
+            for atom, kind, more_words, case_sensitive in entries:
                 if kind > PREFIX:
                     if rest is None:
                         rest = tstring[end + 1 : find(" ", end + 1)]
                     if not _CHECKS[kind](rest):  # type: ignore[misc]
                         continue
-                span = (fld, word, word + nwords - 1)
-                if self._has_case_sensitive and self.atoms[atom].case_form is not None:
+                span = (fld, word, word + more_words)
+                if case_sensitive:
                     cs_pending.append((atom, *span))
                     continue
-                lst = hits.get(atom)
+                lst = hits_get(atom)
                 if lst is None:
                     hits[atom] = [span]
                 elif span not in lst:  # two forms of one term at one place (қама-, қамау-)
