@@ -49,21 +49,29 @@ class Gazetteer:
         # longest match wins: drop a hit lying inside a longer place hit
         found.sort(key=lambda h: (h[1], h[2], h[2] - h[3]))
         kept: list[tuple[int, int, int, int]] = []
+        # kept hits of several words: only those can be longer than, and so contain, another hit
+        longer: list[tuple[int, int, int, int]] = []
         for h in found:
-            if any(
-                k[1] == h[1] and k[2] <= h[2] and h[3] <= k[3] and (k[3] - k[2]) > (h[3] - h[2]) for k in kept
+            if longer and any(
+                k[1] == h[1] and k[2] <= h[2] and h[3] <= k[3] and (k[3] - k[2]) > (h[3] - h[2])
+                for k in longer
             ):
                 continue
             kept.append(h)
+            if h[3] > h[2]:
+                longer.append(h)
         ctx = [(f, s, e) for a in self.context.intersection(hits) for f, s, e in hits[a]]
         d = self.distance + 1
         strong: set[str] = set()
         weak: dict[str, set[str]] = {}
         for a, f, s, e in kept:
             place = self.places[a]
-            demoted = place.ambiguous or any(
-                cf == f and cs - e <= d and s - ce <= d and not (cs >= s and ce <= e) for cf, cs, ce in ctx
-            )
+            demoted = place.ambiguous
+            if not demoted and ctx:
+                demoted = any(
+                    cf == f and cs - e <= d and s - ce <= d and not (cs >= s and ce <= e)
+                    for cf, cs, ce in ctx
+                )
             if demoted:
                 # the same name twice, or in two languages (Астана ru/kk), is still one signal
                 weak.setdefault(place.country, set()).add(fold(place.name))
