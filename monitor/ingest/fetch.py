@@ -428,6 +428,8 @@ class Fetcher:
                 return self._redirect_target(trace, url, status, resp_headers.get("location"))
 
             base = self._base_result(req, trace, str(url), resp_headers, started)
+            # Leaving a 304 unread closes its connection. Reading it to keep the connection alive was measured
+            # slower: httpcore's pool scans every pooled connection on each request (500 feeds: 2.2x the CPU).
             if status == 304:
                 return replace(
                     base,
