@@ -69,18 +69,7 @@ def list_feeds(
         for f in s.exec(select(Feed).order_by(col(Feed.id))):
             if f.removed and not all_:
                 continue
-            h = policy.health(
-                enabled=f.enabled,
-                removed=f.removed,
-                muted=f.muted,
-                error_count=f.error_count,
-                error_kind=f.error_kind,
-                last_fetch_at=f.last_fetch_at,
-                last_new_item_at=f.last_new_item_at,
-                created_at=f.created_at,
-                now=now,
-                p=p,
-            )
+            h = policy.feed_health(f, now, p)
             rows.append((f, h, counts.get(f.id, 0)))
     if as_json:
         print_json(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import csv
 import sys
 from datetime import datetime
 
@@ -23,9 +22,10 @@ from monitor.cli.app import (
     print_json,
     state,
 )
+from monitor.deliver.exports import write_items_csv, write_items_json
 from monitor.ingest.poll import FeedResult, poll_once
 from monitor.store.engine import session_scope
-from monitor.store.queries import item_json, iter_items
+from monitor.store.queries import iter_items
 
 
 @app.command()
@@ -96,20 +96,6 @@ def poll(
     raise typer.Exit(EXIT_PROBLEMS if report.failed else EXIT_OK)
 
 
-EXPORT_FIELDS = [
-    "id",
-    "feed",
-    "url",
-    "title",
-    "published",
-    "fetched",
-    "language",
-    "categories",
-    "countries",
-    "incident",
-]
-
-
 @app.command()
 def export(
     ctx: typer.Context,
@@ -131,25 +117,9 @@ def export(
     with session_scope(engine) as s:
         rows = iter_items(s, since=since, limit=limit, matched_only=matched)
         if fmt == "json":
-            import json
-
-            sys.stdout.write("[")
-            for i, (item, feeds) in enumerate(rows):
-                sys.stdout.write(
-                    ("," if i else "") + "\n  " + json.dumps(item_json(item, feeds), ensure_ascii=False)
-                )
-            sys.stdout.write("\n]\n")
+            write_items_json(rows, sys.stdout)
         elif fmt == "csv":
-            w = csv.writer(sys.stdout)
-            w.writerow(EXPORT_FIELDS)
-            for item, _feeds in rows:
-                d = item_json(item, _feeds)
-                w.writerow(
-                    [
-                        ";".join(d[k]) if isinstance(d[k], list) else ("" if d[k] is None else d[k])
-                        for k in EXPORT_FIELDS
-                    ]
-                )
+            write_items_csv(rows, sys.stdout)
         else:
             try:
                 from monitor.deliver.atom import items_atom

@@ -58,7 +58,7 @@ from monitor.deliver.email import (
 )
 from monitor.deliver.smtp import SmtpError, send_message, target_from_env
 from monitor.errors import ConfigError, DeliveryError
-from monitor.ingest.policy import health
+from monitor.ingest.policy import feed_health
 from monitor.store.digest_models import DigestEntry, DigestOutbox, DigestState
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
@@ -474,18 +474,7 @@ def feed_problems(session: Session, polling: PollingSettings, *, now: datetime) 
     """Feeds a reader should know about: failing, silent, muted or rate limited (monitor.ingest.policy.health)."""
     out = []
     for f in session.exec(select(Feed).order_by(col(Feed.id))):
-        state = health(
-            enabled=f.enabled,
-            removed=f.removed,
-            muted=f.muted,
-            error_count=f.error_count,
-            error_kind=f.error_kind,
-            last_fetch_at=f.last_fetch_at,
-            last_new_item_at=f.last_new_item_at,
-            created_at=f.created_at,
-            now=now,
-            p=polling,
-        )
+        state = feed_health(f, now, polling)
         if state not in PROBLEM_STATES:
             continue
         since = (

@@ -11,6 +11,7 @@ import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from monitor.config.models import PollingSettings
 
@@ -155,3 +156,30 @@ def health(
     if since is not None and (now - since).total_seconds() > p.silent_after:
         return "silent"
     return "ok"
+
+
+class FeedState(Protocol):
+    enabled: bool
+    removed: bool
+    muted: bool
+    error_count: int
+    error_kind: str | None
+    last_fetch_at: datetime | None
+    last_new_item_at: datetime | None
+    created_at: datetime
+
+
+def feed_health(feed: FeedState, now: datetime, p: PollingSettings) -> str:
+    """`health` of a stored feed row."""
+    return health(
+        enabled=feed.enabled,
+        removed=feed.removed,
+        muted=feed.muted,
+        error_count=feed.error_count,
+        error_kind=feed.error_kind,
+        last_fetch_at=feed.last_fetch_at,
+        last_new_item_at=feed.last_new_item_at,
+        created_at=feed.created_at,
+        now=now,
+        p=p,
+    )
