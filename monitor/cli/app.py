@@ -35,7 +35,8 @@ app.add_typer(feeds_app, name="feeds")
 app.add_typer(db_app, name="db")
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)  # error lines stay whole, so file:line can be grepped
+# Error lines stay whole (no wrapping), so "file:line" can be grepped.
+err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = typer.Option(False, "--json", help="Print one JSON document on stdout.")
 
