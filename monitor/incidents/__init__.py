@@ -35,11 +35,19 @@ incidents. Each decision is stored in the incident's `explanation`, and the feat
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import hashlib
+import json
+import math
+import re
+import threading
+import zlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Text, cast, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -295,27 +303,230 @@ def _compare(item: _Member, other: _Member) -> _Match | None:
     )
 
 
+# ---- candidates ---------------------------------------------------------------------------------------------
+#
+# A new report is compared (`_compare`) only with the reports that share an index key with it, never with every
+# report of every open incident. The keys are chosen so that every pair `_compare` can accept shares one:
+#
+# - "names" on a person: `a.persons & b.persons` is non-empty -> they share a "p:" key (every person key is one).
+# - "text": `jaccard(a.stems, b.stems) >= TEXT_MIN` is required by both of its branches (TEXT_COPY > TEXT_MIN,
+#   and the near-copy branch is the one that ignores the people veto, so the veto only removes pairs). Prefix
+#   filter: order all stems by a fixed global order (`_rank`); J(A, B) >= t implies |A & B| >= t * |A| (the union
+#   is at least |A|), so the first common stem w (in that order) has at most |A| - |A & B| stems of A before it:
+#   w is among the first `_prefix(|A|, t)` = |A| - ceil(t * |A|) + 1 stems of A, and likewise of B. Each report is
+#   indexed under its prefix stems ("s:") and probes with its own, so the pair meets on w. (ceil is taken of
+#   t * |A| minus a hair so that float rounding can only lengthen the prefix.)
+# - "names" on two names: |a.names & b.names| >= NAMES_MIN, so by the same argument with an overlap of 2 the
+#   first |A| - 1 names of each (same global order) share one: the "n:" keys.
+# - "places": `_place_evidence` returns None unless `a.places & b.places` is non-empty -> a shared "g:" key.
+#
+# The other conditions (a shared category, the time window, not the item itself) are checked on the candidates
+# exactly as before; the best match is the maximum of (score, -incident, -report), a total order, so the order in
+# which candidates come does not matter.
+
+_RANKS: dict[str, int] = {}
+
+
+def _rank(token: str) -> tuple[int, str]:
+    """The global token order of the prefix filters: a stable hash, then the token itself."""
+    r = _RANKS.get(token)
+    if r is None:
+        if len(_RANKS) > 500_000:
+            _RANKS.clear()
+        r = _RANKS[token] = zlib.crc32(token.encode("utf-8"))
+    return r, token
+
+
+def _prefix(n: int, overlap: float) -> int:
+    """How many of a set's first tokens (in `_rank` order) to index for an overlap of at least `overlap` * n."""
+    return n - math.ceil(overlap * n - 1e-9) + 1 if n else 0
+
+
+def _keys(m: _Member) -> tuple[str, ...]:
+    f = m.features
+    keys = [f"p:{p}" for p in f.persons]
+    names = sorted(f.names, key=_rank)
+    keys += [f"n:{n}" for n in names[: max(len(names) - NAMES_MIN + 1, 0)]]
+    keys += [f"g:{g}" for g in m.places]
+    stems = sorted(f.stems, key=_rank)
+    keys += [f"s:{s}" for s in stems[: _prefix(len(stems), TEXT_MIN)]]
+    return tuple(keys)
+
+
+class _Slot:
+    """One report of one incident in an index."""
+
+    __slots__ = ("inc_id", "keys", "member", "stored")
+
+    def __init__(self, inc_id: int, member: _Member, keys: tuple[str, ...], stored: bool) -> None:
+        self.inc_id, self.member, self.keys = inc_id, member, keys
+        self.stored = stored  # in the cache's index (a stored fingerprint), else joined in this call
+
+
+class _Index:
+    def __init__(self) -> None:
+        self.postings: dict[str, set[_Slot]] = {}
+
+    def add(self, slot: _Slot) -> None:
+        for k in slot.keys:
+            self.postings.setdefault(k, set()).add(slot)
+
+    def remove(self, slot: _Slot) -> None:
+        for k in slot.keys:
+            p = self.postings.get(k)
+            if p is not None:
+                p.discard(slot)
+                if not p:
+                    del self.postings[k]
+
+    def candidates(self, keys: Iterable[str], out: set[_Slot]) -> None:
+        for k in keys:
+            p = self.postings.get(k)
+            if p:
+                out |= p
+
+
+# ---- the stored fingerprints, cached per process --------------------------------------------------------------
+#
+# An incident's `signature` starts with "_rev", a hash of the rest of it. Each call reads the open incidents'
+# dates, categories and the first characters of their signatures (one light query); an incident whose "_rev" is
+# the one cached keeps its cached reports and index entries, any other (changed by another process, written by an
+# older version, rolled back, another database) is loaded in full. The cache is a function of the signature's
+# content, so it can be stale only in being reloaded.
+
+_REV = re.compile(r'^\{\s*"_rev"\s*:\s*"([0-9a-f]{32})"')
+_REV_CHARS = 64
+
+
+def _rev_of(body: Mapping[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass
+class _Cached:
+    rev: str | None  # None: not to be trusted by a later call (a signature without "_rev")
+    slots: dict[int, _Slot]  # report id -> its slot in the cache's index
+    used: int = 0  # the call that last used it
+
+
+class _Cache:
+    KEEP_CALLS = 64  # an incident no call has used for this many calls is dropped
+
+    def __init__(self) -> None:
+        self.incidents: dict[int, _Cached] = {}
+        self.index = _Index()
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def get(self, inc_id: int, rev: str | None) -> _Cached | None:
+        c = self.incidents.get(inc_id)
+        if c is None or rev is None or c.rev != rev:
+            return None
+        c.used = self.calls
+        return c
+
+    def install(self, inc_id: int, rev: str | None, members: Mapping[int, _Member]) -> _Cached:
+        old = self.incidents.get(inc_id)
+        old_slots = old.slots if old is not None else {}
+        slots: dict[int, _Slot] = {}
+        for item_id, m in members.items():
+            s = old_slots.get(item_id)
+            if s is None or s.member is not m:
+                s = _Slot(inc_id, m, _keys(m), True)
+                self.index.add(s)
+            slots[item_id] = s
+        for item_id, s in old_slots.items():
+            if slots.get(item_id) is not s:
+                self.index.remove(s)
+        c = self.incidents[inc_id] = _Cached(rev, slots, self.calls)
+        return c
+
+    def drop(self, inc_id: int) -> None:
+        c = self.incidents.pop(inc_id, None)
+        for s in c.slots.values() if c is not None else ():
+            self.index.remove(s)
+
+    def expire(self) -> None:
+        for inc_id in [i for i, c in self.incidents.items() if self.calls - c.used > self.KEEP_CALLS]:
+            self.drop(inc_id)
+
+
+_CACHE = _Cache()
+
+
+@contextmanager
+def _cache() -> Iterator[_Cache]:
+    """The process's cache, or a throwaway one while another thread is grouping (never wait for it)."""
+    cache = _CACHE
+    if not cache.lock.acquire(blocking=False):
+        yield _Cache()
+        return
+    try:
+        cache.calls += 1
+        yield cache
+        cache.expire()
+    finally:
+        cache.lock.release()
+
+
 @dataclass
 class _Open:
-    """An incident as grouping sees it: its row and its latest reports' fingerprints."""
+    """An incident as grouping sees it: its dates and categories, and the reports joined in this call."""
 
-    incident: Incident
-    members: dict[int, _Member]
+    inc_id: int
+    stored: _Cached | None  # its reports' fingerprints as stored (None for an incident opened in this call)
     first: datetime
     last: datetime
     categories: set[str]
+    replaced: set[int] = field(default_factory=set)  # stored reports grouped again in this call: the new wins
 
-    @classmethod
-    def of(cls, inc: Incident) -> _Open:
-        raw = (inc.signature or {}).get("members", {})
-        members = {int(k): _Member.from_json(int(k), v) for k, v in raw.items()}
-        return cls(inc, members, _utc(inc.first_seen), _utc(inc.last_seen), set(inc.categories))
-
-    def add(self, m: _Member) -> None:
-        self.members[m.item_id] = m
+    def add(self, m: _Member, overlay: _Index) -> None:
+        if self.stored is not None and m.item_id in self.stored.slots:
+            self.replaced.add(m.item_id)
+        overlay.add(_Slot(self.inc_id, m, _keys(m), False))
         self.first = min(self.first, m.published)
         self.last = max(self.last, m.published)
         self.categories |= m.categories
+
+
+def _load_open(session: Session, cache: _Cache, lo: datetime, hi: datetime) -> dict[int, _Open]:
+    """The incidents open between lo and hi, their stored fingerprints from the cache where still current."""
+    q = (
+        sa_select(
+            col(Incident.id),
+            col(Incident.first_seen),
+            col(Incident.last_seen),
+            col(Incident.categories),
+            func.substr(cast(col(Incident.signature), Text), 1, _REV_CHARS),
+        )
+        .where(col(Incident.last_seen) >= lo, col(Incident.first_seen) <= hi, col(Incident.item_count) > 0)
+        .order_by(col(Incident.id))
+    )
+    opened: dict[int, _Open] = {}
+    stale: list[int] = []
+    for inc_id, first, last, categories, head in session.execute(q):
+        found = _REV.match(head or "")
+        stored = cache.get(inc_id, found.group(1) if found else None)
+        opened[inc_id] = _Open(inc_id, stored, _utc(first), _utc(last), set(categories))
+        if stored is None:
+            stale.append(inc_id)
+    for chunk in _chunks(stale):
+        full = sa_select(
+            col(Incident.id),
+            col(Incident.first_seen),
+            col(Incident.last_seen),
+            col(Incident.categories),
+            col(Incident.signature),
+        ).where(col(Incident.id).in_(chunk))
+        for inc_id, first, last, categories, signature in session.execute(full):
+            sig = signature or {}
+            raw = sig.get("members", {})
+            members = {int(k): _Member.from_json(int(k), v) for k, v in raw.items()}
+            rev = sig.get("_rev") if isinstance(sig.get("_rev"), str) else None
+            stored = cache.install(inc_id, rev, members)
+            opened[inc_id] = _Open(inc_id, stored, _utc(first), _utc(last), set(categories))
+    return opened
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -415,31 +626,37 @@ def group_items(
             item.incident_id = None
         to_match.append(item)
 
-    opened: dict[int, _Open] = {}
-    if to_match:
-        lo = _utc(to_match[0].published) - window
-        hi = _utc(to_match[-1].published) + window
-        q = (
-            select(Incident)
-            .where(
-                col(Incident.last_seen) >= lo, col(Incident.first_seen) <= hi, col(Incident.item_count) > 0
-            )
-            .order_by(col(Incident.id))
-        )
-        for inc in session.exec(q):
-            assert inc.id is not None
-            opened[inc.id] = _Open.of(inc)
+    with _cache() as cache:
+        opened: dict[int, _Open] = {}
+        if to_match:
+            lo = _utc(to_match[0].published) - window
+            hi = _utc(to_match[-1].published) + window
+            opened = _load_open(session, cache, lo, hi)
+        overlay = _Index()  # the reports joined in this call
 
-    for item in to_match:
-        assert item.id is not None
-        me = fresh[item.id]
-        best: tuple[float, int, _Match] | None = None
-        for inc_id, op in opened.items():
-            if not (op.categories & me.categories):
-                continue
-            if me.published < op.first - window or me.published > op.last + window:
-                continue
-            for other in op.members.values():
+        for item in to_match:
+            assert item.id is not None
+            me = fresh[item.id]
+            candidates: set[_Slot] = set()
+            keys = _keys(me)
+            cache.index.candidates(keys, candidates)
+            overlay.candidates(keys, candidates)
+            best: tuple[float, int, _Match] | None = None
+            for slot in candidates:
+                inc_id, other = slot.inc_id, slot.member
+                op = opened.get(inc_id)
+                if op is None:
+                    continue  # cached, but not open for these items
+                if slot.stored and (
+                    op.stored is None
+                    or op.stored.slots.get(other.item_id) is not slot
+                    or other.item_id in op.replaced
+                ):
+                    continue  # not the incident's current stored report (or superseded in this call)
+                if not (op.categories & me.categories):
+                    continue
+                if me.published < op.first - window or me.published > op.last + window:
+                    continue
                 if other.item_id == item.id or not (other.categories & me.categories):
                     continue
                 m = _compare(me, other)
@@ -449,60 +666,60 @@ def group_items(
                     or (m.score, -inc_id, -other.item_id) > (best[0], -best[1], -best[2].member.item_id)
                 ):
                     best = (m.score, inc_id, m)
-        if best is None:
-            inc = Incident(
-                title=item.title,
-                categories=sorted(item.categories),
-                countries=sorted(item.countries),
-                severity=incident_severity(item.categories, severity),
-                first_seen=me.published,
-                last_seen=me.published,
-                updated_at=now,
-                item_count=0,
-            )
-            session.add(inc)
-            session.flush()
-            assert inc.id is not None
-            stats.new_incidents.append(inc.id)
-            op = _Open(inc, {}, me.published, me.published, set(item.categories))
-            opened[inc.id] = op
-            entry: dict[str, Any] = {
-                "incident": inc.id,
-                "reason": "first",
-                "categories": sorted(item.categories),
-            }
-        else:
-            _, inc_id, m = best
-            op = opened[inc_id]
-            entry = {
-                "incident": inc_id,
-                "reason": m.kind,
-                "similar_to": m.member.item_id,
-                "score": m.score,
-                "categories": sorted(op.categories & me.categories),
-                "hours_apart": round(abs((me.published - m.member.published).total_seconds()) / 3600, 1),
-                "shared_terms": m.shared_terms,
-                "shared_names": m.shared_names,
-                "shared_persons": m.shared_persons,
-            }
-            if m.kind == "places":
-                entry["shared_places"] = m.shared_places
-                entry["shared_sets"] = m.shared_sets
-                entry["evidence"] = m.evidence
-                entry["points"] = sum(m.evidence.values())
-                entry["languages"] = [me.language or me.script, m.member.language or m.member.script]
-        entry["text"] = _describe(entry, window_hours)
-        assert op.incident.id is not None
-        op.add(me)
-        item.incident_id = op.incident.id
-        stats.assigned[item.id] = op.incident.id
-        touched.add(op.incident.id)
-        members_changed.add(op.incident.id)
-        entries.setdefault(op.incident.id, {})[str(item.id)] = entry
+            if best is None:
+                inc = Incident(
+                    title=item.title,
+                    categories=sorted(item.categories),
+                    countries=sorted(item.countries),
+                    severity=incident_severity(item.categories, severity),
+                    first_seen=me.published,
+                    last_seen=me.published,
+                    updated_at=now,
+                    item_count=0,
+                )
+                session.add(inc)
+                session.flush()
+                assert inc.id is not None
+                stats.new_incidents.append(inc.id)
+                cache.drop(inc.id)  # an id last seen in a transaction that rolled back
+                op = _Open(inc.id, None, me.published, me.published, set(item.categories))
+                opened[inc.id] = op
+                entry: dict[str, Any] = {
+                    "incident": inc.id,
+                    "reason": "first",
+                    "categories": sorted(item.categories),
+                }
+            else:
+                _, inc_id, m = best
+                op = opened[inc_id]
+                entry = {
+                    "incident": inc_id,
+                    "reason": m.kind,
+                    "similar_to": m.member.item_id,
+                    "score": m.score,
+                    "categories": sorted(op.categories & me.categories),
+                    "hours_apart": round(abs((me.published - m.member.published).total_seconds()) / 3600, 1),
+                    "shared_terms": m.shared_terms,
+                    "shared_names": m.shared_names,
+                    "shared_persons": m.shared_persons,
+                }
+                if m.kind == "places":
+                    entry["shared_places"] = m.shared_places
+                    entry["shared_sets"] = m.shared_sets
+                    entry["evidence"] = m.evidence
+                    entry["points"] = sum(m.evidence.values())
+                    entry["languages"] = [me.language or me.script, m.member.language or m.member.script]
+            entry["text"] = _describe(entry, window_hours)
+            op.add(me, overlay)
+            item.incident_id = op.inc_id
+            stats.assigned[item.id] = op.inc_id
+            touched.add(op.inc_id)
+            members_changed.add(op.inc_id)
+            entries.setdefault(op.inc_id, {})[str(item.id)] = entry
 
-    session.flush()
-    for chunk in _chunks(sorted(touched)):
-        _refresh(session, chunk, now, severity, fresh, entries, members_changed, stats)
+        session.flush()
+        for chunk in _chunks(sorted(touched)):
+            _refresh(session, chunk, now, severity, fresh, entries, members_changed, stats, cache)
     stats.new_incidents.sort()
     stats.updated_incidents.sort()
     return stats
@@ -517,8 +734,10 @@ def _refresh(
     entries: Mapping[int, Mapping[str, dict[str, Any]]],
     members_changed: set[int],
     stats: GroupStats,
+    cache: _Cache,
 ) -> None:
     """Recompute the touched incidents' fields from their members; bump `updated_at` only on a real change."""
+    list(session.exec(select(Incident).where(col(Incident.id).in_(incident_ids))))  # one query, not one each
     rows: dict[int, list[tuple[int, str, list[str], list[str], datetime]]] = {i: [] for i in incident_ids}
     # Only the columns needed (a big incident's texts would be a lot to load); sqlmodel's select stops at 4.
     q = sa_select(
@@ -565,13 +784,15 @@ def _refresh(
         published = {r[0]: r[4] for r in members}
         keep = sorted(fps, key=lambda i: (published[i], i))[-MAX_MEMBERS:]
         kept = {i: fps[i] for i in keep}
-        signature = {
+        body = {
             "window_members": MAX_MEMBERS,
             "names": sorted({n for v in kept.values() for n in v.get("n", ())}),
             "persons": sorted({p for v in kept.values() for p in v.get("p", ())}),
             "places": sorted({g for v in kept.values() for g in v.get("g", ())}),
             "members": {str(i): kept[i] for i in keep},
         }
+        rev = _rev_of(body)
+        signature = {"_rev": rev, **body}  # first, so that a light query can read it (_load_open)
         old_items = (inc.explanation or {}).get("items", {})
         items_expl = {k: v for k, v in old_items.items() if int(k) in member_ids}
         items_expl.update(entries.get(inc_id, {}))
@@ -595,6 +816,14 @@ def _refresh(
         changed = before != after or inc_id in members_changed
         if signature != old_sig:
             inc.signature = signature
+        # The cache follows: reports kept from the old signature keep their fingerprints if it was the cached one.
+        was = cache.get(inc_id, old_sig.get("_rev"))
+        reuse = {i: s.member for i, s in was.slots.items() if i not in fresh} if was is not None else {}
+        cache.install(
+            inc_id,
+            rev,
+            {i: reuse[i] if i in reuse else _Member.from_json(i, kept[i]) for i in keep},
+        )
         if explanation != inc.explanation:
             inc.explanation = explanation
         if changed:
