@@ -35,7 +35,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, text, update
+from sqlalchemy import Engine, func, or_, text, update
 from sqlmodel import col, select
 
 from monitor import __version__
@@ -324,7 +324,10 @@ class Service:
         started, t0 = utcnow(), time.perf_counter()
         summary = LastPoll(started=started, finished=started)
         new_ids: list[int] = []
-        while not self.stopping:
+        # A tick polls what was due when it began. Without this bound a tick longer than the feeds' interval
+        # would chase its own tail forever, and the work done after a tick (alerts, metrics) would never come.
+        due = await asyncio.to_thread(self._count_due, started)
+        while not self.stopping and summary.feeds < due:
             rt = self.runtime  # a reload between batches takes effect at the next batch
             poller = Poller(self.engine, rt.config, rt.classifier)
             try:
@@ -368,6 +371,21 @@ class Service:
         if (new_ids or self._alerts_owed) and not self.stopping:
             await asyncio.to_thread(self._send_immediate)
 
+    def _count_due(self, now: datetime) -> int:
+        with session_scope(self.engine) as s:
+            q = (
+                select(func.count())
+                .select_from(Feed)
+                .where(
+                    col(Feed.removed).is_(False),
+                    col(Feed.enabled).is_(True),
+                    col(Feed.muted).is_(False),
+                    or_(col(Feed.next_check_at).is_(None), col(Feed.next_check_at) <= now),
+                    or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now),
+                )
+            )
+            return int(s.exec(q).one())
+
     def _add_report(self, summary: LastPoll, report: PollReport) -> None:
         counts = report.counts()
         summary.feeds += counts["feeds"]
@@ -397,17 +415,16 @@ class Service:
             log.info("feed %s: %s", r.feed, r.warning, extra=ctx)
 
     def _after_new_items(self, rt: Runtime, item_ids: list[int]) -> None:
-        """Count matches by category (the poll already grouped the items into incidents, in their transaction)."""
+        """Count new items by category. (The poller already grouped them into incidents, in each feed's
+        transaction.)"""
+        del rt
         with session_scope(self.engine) as s:
             rows = s.exec(select(Item.categories).where(col(Item.id).in_(item_ids))).all()
-        matched = 0
         for cats in rows:
-            matched += bool(cats)
+            if cats:
+                self._site_dirty = True
             for c in cats or []:
                 self.metrics.matches.inc(category=str(c))
-        if matched:
-            self._site_dirty = True
-        self._site_dirty = self._site_dirty or matched > 0
 
     # digests --------------------------------------------------------------------------------------------------
 
@@ -558,18 +575,7 @@ class Service:
         return [
             (
                 f,
-                policy.health(
-                    enabled=f.enabled,
-                    removed=f.removed,
-                    muted=f.muted,
-                    error_count=f.error_count,
-                    error_kind=f.error_kind,
-                    last_fetch_at=f.last_fetch_at,
-                    last_new_item_at=f.last_new_item_at,
-                    created_at=f.created_at,
-                    now=now,
-                    p=p,
-                ),
+                policy.feed_health(f, now, p),
             )
             for f in feeds
         ]
