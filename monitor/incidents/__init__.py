@@ -737,26 +737,36 @@ def _refresh(
     cache: _Cache,
 ) -> None:
     """Recompute the touched incidents' fields from their members; bump `updated_at` only on a real change."""
-    list(session.exec(select(Incident).where(col(Incident.id).in_(incident_ids))))  # one query, not one each
-    rows: dict[int, list[tuple[int, str, list[str], list[str], datetime]]] = {i: [] for i in incident_ids}
-    # Only the columns needed (a big incident's texts would be a lot to load); sqlmodel's select stops at 4.
-    q = sa_select(
-        col(Item.incident_id),
-        col(Item.id),
-        col(Item.title),
-        col(Item.categories),
-        col(Item.countries),
-        col(Item.published),
-    ).where(col(Item.incident_id).in_(incident_ids))
-    for inc_id, item_id, title, cats, countries, published in session.execute(q):
-        assert inc_id is not None and item_id is not None
-        rows[inc_id].append((item_id, title, list(cats), list(countries), _utc(published)))
+    incidents = {
+        inc.id: inc for inc in session.exec(select(Incident).where(col(Incident.id).in_(incident_ids)))
+    }
+    # The members' ids and dates (no texts, no JSON), ...
+    rows: dict[int, list[tuple[datetime, int]]] = {i: [] for i in incident_ids}
+    q = sa_select(col(Item.incident_id), col(Item.id), col(Item.published)).where(
+        col(Item.incident_id).in_(incident_ids)
+    )
+    for inc_id, item_id, published in session.execute(q):
+        rows[inc_id].append((_utc(published), item_id))
+    # ... their distinct categories and countries (as stored text: the database leaves out the repeats) ...
+    labels: dict[int, tuple[set[str], set[str]]] = {i: (set(), set()) for i in incident_ids}
+    distinct = (
+        sa_select(col(Item.incident_id), cast(col(Item.categories), Text), cast(col(Item.countries), Text))
+        .where(col(Item.incident_id).in_(incident_ids))
+        .distinct()
+    )
+    for inc_id, cats_text, countries_text in session.execute(distinct):
+        labels[inc_id][0].update(_labels(cats_text))
+        labels[inc_id][1].update(_labels(countries_text))
+    for members in rows.values():
+        members.sort()
+    # ... and the title of the first report that has one.
+    titles = _first_titles(session, rows)
     new = set(stats.new_incidents)
     for inc_id in incident_ids:
-        inc = session.get(Incident, inc_id)
+        inc = incidents.get(inc_id)
         if inc is None:
             continue
-        members = sorted(rows[inc_id], key=lambda r: (r[4], r[0]))
+        members = rows[inc_id]
         before = (
             inc.title,
             inc.categories,
@@ -767,21 +777,21 @@ def _refresh(
             inc.item_count,
         )
         if members:
-            categories = sorted({c for r in members for c in r[2]})
-            inc.title = next((r[1] for r in members if r[1].strip()), members[0][1])
+            categories = sorted(labels[inc_id][0])
+            inc.title = titles[inc_id]
             inc.categories = categories
-            inc.countries = sorted({c for r in members for c in r[3]})
+            inc.countries = sorted(labels[inc_id][1])
             inc.severity = incident_severity(categories, severity)
-            inc.first_seen = members[0][4]
-            inc.last_seen = members[-1][4]
+            inc.first_seen = members[0][0]
+            inc.last_seen = members[-1][0]
         inc.item_count = len(members)
-        member_ids = {r[0] for r in members}
+        member_ids = {r[1] for r in members}
 
         old_sig = inc.signature or {}
         fps = {int(k): v for k, v in old_sig.get("members", {}).items() if int(k) in member_ids}
         for item_id in member_ids & fresh.keys():
             fps[item_id] = fresh[item_id].to_json()
-        published = {r[0]: r[4] for r in members}
+        published = {r[1]: r[0] for r in members}
         keep = sorted(fps, key=lambda i: (published[i], i))[-MAX_MEMBERS:]
         kept = {i: fps[i] for i in keep}
         body = {
@@ -831,6 +841,55 @@ def _refresh(
             if inc_id not in new:
                 stats.updated_incidents.append(inc_id)
     session.flush()
+
+
+_LABELS: dict[str, frozenset[str]] = {}
+
+
+def _labels(text: str) -> frozenset[str]:
+    """A stored JSON list of categories or countries, decoded once per process."""
+    found = _LABELS.get(text)
+    if found is None:
+        if len(_LABELS) > 50_000:
+            _LABELS.clear()
+        found = _LABELS[text] = frozenset(json.loads(text))
+    return found
+
+
+def _first_titles(session: Session, rows: Mapping[int, Sequence[tuple[datetime, int]]]) -> dict[int, str]:
+    """Per incident, the title of its first report (in order of publication) whose title is not blank, else the
+    first report's: read a few titles at a time, as the first is almost always the one."""
+    out: dict[int, str] = {}
+    pending = {inc_id: 0 for inc_id, members in rows.items() if members}
+    step = 2
+    while pending:
+        wanted = {
+            m[1]: inc_id for inc_id, start in pending.items() for m in rows[inc_id][start : start + step]
+        }
+        found: dict[int, str] = {}
+        for chunk in _chunks(sorted(wanted)):
+            q = sa_select(col(Item.id), col(Item.title)).where(col(Item.id).in_(chunk))
+            found.update((item_id, title) for item_id, title in session.execute(q))
+
+        for inc_id, start in list(pending.items()):
+            members = rows[inc_id]
+            title = next((found[m[1]] for m in members[start : start + step] if found[m[1]].strip()), None)
+            if title is not None or start + step >= len(members):
+                if title is None:
+                    first = members[0][1]
+                    title = (
+                        found[first]
+                        if first in found
+                        else session.execute(
+                            sa_select(col(Item.title)).where(col(Item.id) == first)
+                        ).scalar_one()
+                    )
+                out[inc_id] = title
+                del pending[inc_id]
+            else:
+                pending[inc_id] = start + step
+        step *= 4
+    return out
 
 
 def explain_incident(session: Session, item_id: int) -> dict[str, Any] | None:
