@@ -46,6 +46,9 @@ def run(
     log_level: str = typer.Option("info", "--log-level", help="debug, info, warning or error."),
     tick: str = typer.Option("30s", "--tick", help="How often to look for due feeds."),
     batch: int = typer.Option(200, "--batch", min=1, help="Feeds claimed at once (several workers share)."),
+    lanes: int = typer.Option(
+        4, "--lanes", min=1, help="Batches polled side by side, sharing the concurrency limits."
+    ),
     lease: str = typer.Option(
         "15m", "--lease", help="How long a claimed feed stays reserved to this worker."
     ),
@@ -93,6 +96,7 @@ def run(
         port=None if no_http else _port(port),
         tick=_seconds(tick),
         batch=batch,
+        lanes=lanes,
         lease=_seconds(lease),
         watch_interval=_seconds(watch),
         shutdown_timeout=_seconds(shutdown_timeout),

@@ -19,6 +19,7 @@ may share one PostgreSQL: feeds are leased per batch, and once-only work runs un
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import signal
@@ -39,7 +40,7 @@ from sqlalchemy import Engine, func, or_, text, update
 from sqlmodel import col, select
 
 from monitor import __version__
-from monitor.config.load import collect
+from monitor.config.load import Config, collect
 from monitor.errors import ConfigError
 from monitor.ingest import policy
 from monitor.ingest.poll import FeedResult, Poller, PollReport
@@ -64,6 +65,7 @@ class ServiceOptions:
     port: int | None = 8080  # None: no HTTP server; 0: any free port
     tick: float = 30.0  # seconds between poll ticks
     batch: int = 200  # feeds claimed at once; a tick claims batch after batch until none is due
+    lanes: int = 4  # batches polled side by side (at most settings.http.per_host, which they share)
     lease: float = 900.0  # seconds a claimed feed stays reserved to this worker
     watch_interval: float = 5.0  # seconds between config-folder checks; 0 disables the watcher
     shutdown_timeout: float = 45.0
@@ -327,28 +329,32 @@ class Service:
         # A tick polls what was due when it began. Without this bound a tick longer than the feeds' interval
         # would chase its own tail forever, and the work done after a tick (alerts, metrics) would never come.
         due = await asyncio.to_thread(self._count_due, started)
-        while not self.stopping and summary.feeds < due:
-            rt = self.runtime  # a reload between batches takes effect at the next batch
-            poller = Poller(self.engine, rt.config, rt.classifier)
-            try:
-                report = await poller.run(
-                    worker=self.opts.worker,
-                    limit=self.opts.batch,
-                    lease_seconds=self.opts.lease,
-                    on_result=self._on_feed_result,
-                )
-            finally:
-                await asyncio.to_thread(poller.close)
-            if not report.results:
-                break
-            summary.batches += 1
-            self._add_report(summary, report)
-            batch_new = [i for r in report.results for i in r.new_item_ids]
-            if batch_new:
-                new_ids += batch_new
-                await asyncio.to_thread(self._after_new_items, rt, batch_new)
-            if len(report.results) < self.opts.batch:
-                break
+
+        async def lane(index: int) -> None:
+            # Each lane claims and polls batch after batch. A batch ends with its slowest feed (one that hangs
+            # until the fetch timeout), so with several lanes one slow feed holds up one lane, not the tick.
+            while not self.stopping and summary.feeds < due:
+                rt = self.runtime  # a reload between batches takes effect at the next batch
+                poller = Poller(self.engine, self._lane_config(rt), rt.classifier)
+                try:
+                    report = await poller.run(
+                        worker=self.opts.worker,
+                        limit=self.opts.batch,
+                        lease_seconds=self.opts.lease,
+                        on_result=self._on_feed_result,
+                    )
+                finally:
+                    await asyncio.to_thread(poller.close)
+                if not report.results:
+                    return
+                summary.batches += 1
+                self._add_report(summary, report)
+                batch_new = [i for r in report.results for i in r.new_item_ids]
+                if batch_new:
+                    new_ids.extend(batch_new)
+                    await asyncio.to_thread(self._after_new_items, rt, batch_new)
+
+        await asyncio.gather(*(lane(i) for i in range(self._lanes(self.runtime))))
         summary.finished, summary.seconds = utcnow(), time.perf_counter() - t0
         self.metrics.cycles.inc()
         self.metrics.last_poll.set(time.time())
@@ -370,6 +376,25 @@ class Service:
             self.last_poll.finished = summary.finished  # the last tick with work stays visible
         if (new_ids or self._alerts_owed) and not self.stopping:
             await asyncio.to_thread(self._send_immediate)
+
+    def _lanes(self, rt: Runtime) -> int:
+        http = rt.config.settings.http
+        return max(1, min(self.opts.lanes, http.per_host, http.max_concurrency))
+
+    def _lane_config(self, rt: Runtime) -> Config:
+        """The config one lane polls with: the concurrency limits split between the lanes, so all lanes
+        together stay within max_concurrency and per_host (politeness to each publisher)."""
+        n = self._lanes(rt)
+        if n == 1:
+            return rt.config
+        http = rt.config.settings.http
+        split = http.model_copy(
+            update={
+                "max_concurrency": max(1, http.max_concurrency // n),
+                "per_host": max(1, http.per_host // n),
+            }
+        )
+        return dataclasses.replace(rt.config, settings=rt.config.settings.model_copy(update={"http": split}))
 
     def _count_due(self, now: datetime) -> int:
         with session_scope(self.engine) as s:
