@@ -1,0 +1,546 @@
+"""Soak test: `monitor run` for a long stretch against a loopback server of feeds that change every cycle.
+
+    python bench/soak.py                              # 2,000 feeds, 60 s cycles, 10 minutes, SQLite
+    python bench/soak.py --duration 3m --period 30s   # shorter
+    python bench/soak.py --db postgresql://...        # on PostgreSQL
+
+The feed server runs in its own process (`python bench/soak.py serve ...`). Feed i at cycle k lists its ten latest
+entries (k-9..k), so every cycle adds one new entry per feed; 5% of the feeds fail in assorted ways (HTTP 500, 404,
+429 with Retry-After, a hang past the fetch timeout, a dropped connection, malformed XML, an HTML page, a broken
+gzip body, an empty body). The server records which version of each feed it served.
+
+At the end the server stops changing the feeds, the service gets one more interval to fetch the last versions,
+then it is stopped with SIGTERM and the report compares:
+
+- entries served (the union of every version the server actually sent) with items stored: none lost, none twice;
+- complete cycles: versions that every healthy feed served to the service;
+- memory (RSS) of the service after the first cycle and at the end, CPU seconds per cycle;
+- the baseline: the CPU one bare round of fetching all feeds costs (httpx, no parsing, no database), measured in
+  the same run against the same server, so the service's CPU per cycle can be read against it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import itertools
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+ROOT = Path(__file__).resolve().parent.parent
+WINDOW = 10  # entries per feed document
+FAIL_KINDS = ("500", "404", "429", "hang", "drop", "malformed", "html", "badgzip", "empty")
+HANG_SECONDS = 20.0  # longer than the fetch timeout the soak config sets (10 s)
+
+# A third of the stories are civic-space events, each about a different (invented) person, so they are distinct
+# incidents as real reports would be; the rest is everyday news.
+TITLES = (
+    (
+        "Police detain activist {person} at peaceful rally in {city}",
+        "Police detained {person} and {n} protesters.",
+    ),
+    (
+        "Court fines editor {person} in libel suit brought by akim",
+        "{person} must pay {n} million tenge in damages.",
+    ),
+    (
+        "Prosecutor asks court to liquidate rights group led by {person}",
+        "The association was audited {n} times.",
+    ),
+    ("{city} opens new public library", "The library holds {n} thousand books and a reading room."),
+    ("Wheat harvest in {city} region ahead of last year", "Farmers report {n} percent more grain."),
+    ("Football: {city} club wins regional cup", "The final ended {n}-1 after extra time."),
+    ("New bus routes connect {city} suburbs", "Twelve routes will run every {n} minutes."),
+    ("Weather: warm week ahead in {city}", "Temperatures will rise to {n} degrees."),
+)
+FIRST = (
+    "Aigerim",
+    "Daniyar",
+    "Saule",
+    "Marat",
+    "Yerlan",
+    "Zhanna",
+    "Nurlan",
+    "Dina",
+    "Askar",
+    "Gulnara",
+    "Timur",
+)
+LAST = (
+    "Sarsenova",
+    "Ospanov",
+    "Tokhtarov",
+    "Zhaksylykova",
+    "Bekov",
+    "Ismailova",
+    "Kairatov",
+    "Nurpeisova",
+    "Abenov",
+    "Serikbayeva",
+    "Zhumabekov",
+    "Utepova",
+    "Dosanov",
+)
+CITIES = ("Almaty", "Astana", "Shymkent", "Karaganda", "Aktobe", "Pavlodar", "Oral", "Semey")
+
+
+def parse_seconds(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip()
+    return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+
+
+# --- the feed server (its own process) ----------------------------------------------------------------------
+
+
+class Feeds:
+    def __init__(self, count: int, period: float, failing: float) -> None:
+        self.count, self.period = count, period
+        self.start = time.monotonic()
+        self.base = datetime.now(UTC).replace(microsecond=0)
+        self.frozen_at: int | None = None
+        step = max(1, round(1 / failing)) if failing > 0 else 0
+        self.failing = (
+            {i: FAIL_KINDS[n % len(FAIL_KINDS)] for n, i in enumerate(range(0, count, step))} if step else {}
+        )
+        self.lock = threading.Lock()
+        self.served: dict[int, set[int]] = {}
+        self.statuses: Counter[str] = Counter()
+
+    def version(self) -> int:
+        if self.frozen_at is not None:
+            return self.frozen_at
+        return 1 + int((time.monotonic() - self.start) / self.period)
+
+    def document(self, i: int, k: int) -> bytes:
+        parts = [
+            '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>',
+            f"<title>Soak feed {i}</title><link>https://soak{i % 50}.example.org/</link><language>en</language>",
+        ]
+        for j in range(max(0, k - WINDOW + 1), k + 1):
+            title, text = TITLES[(i + j) % len(TITLES)]
+            city = CITIES[(i * 7 + j) % len(CITIES)]
+            person = f"{FIRST[(i + 3 * j) % len(FIRST)]} {LAST[(7 * i + j) % len(LAST)]}"
+            when = self.base - timedelta(days=1) + timedelta(seconds=j * self.period)
+            parts.append(
+                f"<item><title>{escape(title.format(city=city, n=j, person=person))} (#{i}.{j})</title>"
+                f"<link>https://soak{i % 50}.example.org/{i}/{j}</link>"
+                f'<guid isPermaLink="false">soak-{i}-{j}</guid><pubDate>{format_datetime(when)}</pubDate>'
+                f"<description>{escape(text.format(n=j + i % 9, person=person))} Story {j} of feed {i}.</description></item>"
+            )
+        parts.append("</channel></rss>")
+        return "".join(parts).encode()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def _send(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        feeds = self.server.feeds
+        path = self.path.split("?", 1)[0]
+        if path == "/__stats":
+            with feeds.lock:
+                data = {
+                    "served": {str(i): sorted(v) for i, v in feeds.served.items()},
+                    "failing": {str(i): kind for i, kind in feeds.failing.items()},
+                    "statuses": dict(feeds.statuses),
+                    "version": feeds.version(),
+                }
+            self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
+            return
+        if path == "/__freeze":
+            feeds.frozen_at = feeds.version()
+            self._send(200, str(feeds.frozen_at).encode())
+            return
+        try:
+            i = int(path.strip("/").removeprefix("f").removesuffix(".xml"))
+        except ValueError:
+            self._send(404, b"no such feed")
+            return
+        baseline = self.headers.get("X-Soak-Baseline") == "1"
+        kind = feeds.failing.get(i)
+        with feeds.lock:
+            feeds.statuses[kind or "ok"] += 0 if baseline else 1
+        if kind == "500":
+            self._send(500, b"internal error")
+        elif kind == "404":
+            self._send(404, b"not found")
+        elif kind == "429":
+            self._send(429, b"slow down", {"Retry-After": "120"})
+        elif kind == "hang":
+            time.sleep(HANG_SECONDS)
+            self.close_connection = True
+        elif kind == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+        elif kind == "malformed":
+            # Cut inside the channel title: nothing before the cut is an entry a lenient parser could salvage.
+            body = feeds.document(i, feeds.version()).split(b"</title>", 1)[0]
+            self._send(200, body, {"Content-Type": "application/rss+xml"})
+        elif kind == "html":
+            self._send(
+                200,
+                b"<!doctype html><html><body><p>Our feed moved.</p></body></html>",
+                {"Content-Type": "text/html"},
+            )
+        elif kind == "badgzip":
+            self._send(
+                200,
+                b"\x1f\x8b\x08\x00garbage" * 10,
+                {"Content-Encoding": "gzip", "Content-Type": "application/xml"},
+            )
+        elif kind == "empty":
+            self._send(200, b"", {"Content-Type": "application/rss+xml"})
+        else:
+            k = feeds.version()
+            etag = f'"{i}-{k}"'
+            if self.headers.get("If-None-Match") == etag:
+                self._send(304, b"", {"ETag": etag})
+                return
+            body = feeds.document(i, k)
+            headers = {"Content-Type": "application/rss+xml; charset=utf-8", "ETag": etag}
+            if "gzip" in (self.headers.get("Accept-Encoding") or ""):
+                body = gzip.compress(body, compresslevel=1)
+                headers["Content-Encoding"] = "gzip"
+            self._send(200, body, headers)
+            if not baseline:
+                with feeds.lock:
+                    feeds.served.setdefault(i, set()).add(k)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    feeds: Feeds
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # clients hanging up on the "hang" and "drop" feeds are part of the test
+
+
+def serve(args: argparse.Namespace) -> None:
+    srv = _Server(("127.0.0.1", args.port), _Handler)
+    srv.feeds = Feeds(args.feeds, parse_seconds(args.period), args.failing)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown, daemon=True).start())
+    print(f"http://127.0.0.1:{srv.server_address[1]}", flush=True)
+    srv.serve_forever(poll_interval=0.2)
+
+
+# --- measuring the service --------------------------------------------------------------------------------
+
+
+def proc_stats(pid: int) -> tuple[float, int]:
+    """(CPU seconds user+system, RSS bytes) of a process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    cpu = (int(fields[11]) + int(fields[12])) / ticks
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+    return cpu, rss
+
+
+def baseline_round(base: str, count: int, failing: set[int]) -> tuple[float, float]:
+    """CPU and wall seconds for one bare round of GETs of every healthy feed: httpx, 20 at a time."""
+    import httpx
+
+    async def run() -> None:
+        sem = asyncio.Semaphore(20)
+        async with httpx.AsyncClient(headers={"X-Soak-Baseline": "1"}, timeout=10) as client:
+
+            async def one(i: int) -> None:
+                async with sem:
+                    r = await client.get(f"{base}/f{i}.xml")
+                    r.raise_for_status()
+
+            await asyncio.gather(*(one(i) for i in range(count) if i not in failing))
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    asyncio.run(run())
+    return time.process_time() - cpu0, time.perf_counter() - t0
+
+
+def http_get(url: str, timeout: float = 10) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return bytes(resp.read())
+
+
+def write_config(folder: Path, base: str, count: int, period: float) -> Path:
+    import yaml
+
+    from monitor.config.load import packaged_dir
+
+    cfg = folder / "config"
+    shutil.copytree(packaged_dir("config"), cfg)
+    interval = f"{int(period)}s"
+    feeds = [{"id": f"soak-{i:04d}", "url": f"{base}/f{i}.xml", "interval": interval} for i in range(count)]
+    (cfg / "feeds.yaml").write_text(yaml.safe_dump({"feeds": feeds}), encoding="utf-8")
+    settings = yaml.safe_load((cfg / "settings.yaml").read_text(encoding="utf-8"))
+    settings["database"]["url"] = None
+    settings["http"].update(
+        {"allow_private_networks": True, "per_host": 20, "max_concurrency": 20, "total_timeout": "10s"}
+    )
+    settings["polling"].update({"min_interval": interval, "default_interval": interval})
+    (cfg / "settings.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
+    (cfg / "digests.yaml").unlink(missing_ok=True)  # no SMTP here: the soak is about ingestion
+    return cfg
+
+
+def db_facts(db_url: str) -> tuple[list[str | None], dict[str, datetime | None]]:
+    from sqlmodel import Session, select
+
+    from monitor.store import make_engine
+    from monitor.store.models import Feed, Item
+
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            urls = list(s.exec(select(Item.url)).all())
+            fetched = {f.id: f.last_success_at for f in s.exec(select(Feed)).all()}
+        return urls, fetched
+    finally:
+        engine.dispose()
+
+
+def last_success(db_url: str) -> dict[str, datetime | None]:
+    from sqlmodel import Session, select
+
+    from monitor.store import make_engine
+    from monitor.store.models import Feed
+
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            return {f.id: f.last_success_at for f in s.exec(select(Feed)).all()}
+    finally:
+        engine.dispose()
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+
+def expected_entries(served: dict[str, list[int]]) -> Iterator[str]:
+    for i, versions in served.items():
+        seen: set[int] = set()
+        for k in versions:
+            seen.update(range(max(0, k - WINDOW + 1), k + 1))
+        for j in seen:
+            yield f"https://soak{int(i) % 50}.example.org/{i}/{j}"
+
+
+def soak(args: argparse.Namespace) -> int:
+    duration, period = parse_seconds(args.duration), parse_seconds(args.period)
+    work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="monitor-soak-"))
+    work.mkdir(parents=True, exist_ok=True)
+    db_url = args.db or f"sqlite:///{work / 'soak.db'}"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            __file__,
+            "serve",
+            "--feeds",
+            str(args.feeds),
+            "--period",
+            str(period),
+            "--failing",
+            str(args.failing),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None
+    base = server.stdout.readline().strip()
+    service: subprocess.Popen[bytes] | None = None
+    try:
+        stats0 = json.loads(http_get(base + "/__stats"))
+        failing = {int(i) for i in stats0["failing"]}
+        print(f"feed server {base}: {args.feeds} feeds, {len(failing)} failing ({', '.join(FAIL_KINDS)})")
+        base_cpu, base_wall = baseline_round(base, args.feeds, failing)
+        print(
+            f"baseline: one bare round of {args.feeds - len(failing)} GETs: {base_cpu:.2f} s CPU, {base_wall:.2f} s wall"
+        )
+
+        cfg = write_config(work, base, args.feeds, period)
+        log_path = work / "service.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
+        with socket.socket() as probe:  # a free port for the service's HTTP server
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        service = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "monitor",
+                "--config",
+                str(cfg),
+                "--db",
+                db_url,
+                "run",
+                "--port",
+                str(port),
+                "--tick",
+                "2s",
+                "--watch",
+                "0",
+                "--log-format",
+                "json",
+                "--log-level",
+                "warning",
+                "--report-every",
+                "1h",
+            ],
+            stderr=log_path.open("wb"),
+            stdout=subprocess.DEVNULL,
+            cwd=work,
+            env=env,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http_get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except OSError:
+                if time.monotonic() > deadline or service.poll() is not None:
+                    raise SystemExit(f"the service did not start; see {log_path}") from None
+                time.sleep(0.5)
+        metrics_url = f"http://127.0.0.1:{port}/metrics"
+        started = time.monotonic()
+        cpu_start, rss_start = proc_stats(service.pid)
+        samples: list[tuple[float, float, int, float]] = []  # (t, cpu, rss, polls)
+        first_cycle: tuple[float, int] | None = None
+        print(f"service pid {service.pid}, http {port}, database {db_url}; running {duration:.0f} s")
+        while time.monotonic() - started < duration:
+            time.sleep(5)
+            if service.poll() is not None:
+                raise SystemExit(f"the service exited with {service.returncode}; see {log_path}")
+            cpu, rss = proc_stats(service.pid)
+            polls = metric(http_get(metrics_url).decode(), "monitor_feed_polls_total")
+            t = time.monotonic() - started
+            samples.append((t, cpu, rss, polls))
+            if first_cycle is None and polls >= args.feeds - len(failing):
+                first_cycle = (cpu, rss)
+            if len(samples) % 12 == 0:
+                print(
+                    f"  {t:6.0f} s  polls {polls:8.0f}  rss {rss / 2**20:6.1f} MiB  cpu {cpu - cpu_start:7.1f} s"
+                )
+
+        frozen = int(http_get(base + "/__freeze"))
+        t_freeze = datetime.now(UTC)
+        healthy = [f"soak-{i:04d}" for i in range(args.feeds) if i not in failing]
+        print(f"froze the feeds at version {frozen}; waiting for every healthy feed to be fetched once more")
+        deadline = time.monotonic() + 3 * period + 60
+        while time.monotonic() < deadline:
+            done = last_success(db_url)
+            behind = [f for f in healthy if (done.get(f) or t_freeze) <= t_freeze]
+            if not behind:
+                break
+            time.sleep(2)
+        cpu_end, rss_end = proc_stats(service.pid)
+        service.send_signal(signal.SIGTERM)
+        code = service.wait(120)
+        stats = json.loads(http_get(base + "/__stats"))
+        urls, _ = db_facts(db_url)
+
+        served = set(expected_entries(stats["served"]))
+        stored = [u for u in urls if u is not None]
+        lost = served - set(stored)
+        dup = len(stored) - len(set(stored))
+        extra = set(stored) - served
+        versions = [set(stats["served"].get(str(i), [])) for i in range(args.feeds) if i not in failing]
+        complete = sum(1 for k in range(1, frozen + 1) if all(k in v for v in versions))
+        warm_cpu, warm_rss = first_cycle or (cpu_start, rss_start)
+        warm_polls = next((p for _, c, _, p in samples if c >= warm_cpu), 0.0)
+        total_polls = samples[-1][3] if samples else 0.0
+        steady_rounds = max(1e-9, (total_polls - warm_polls) / args.feeds)
+        minute = [x for n, x in enumerate(samples) if n % 12 == 11]
+        cpu_trend = [b[1] - a[1] for a, b in itertools.pairwise([(0.0, cpu_start, 0, 0.0), *minute])]
+        print()
+        print(
+            f"soak: {args.feeds} feeds ({len(failing)} failing), {period:.0f} s cycles, "
+            f"{duration / 60:.1f} min, {db_url.split(':', 1)[0]}"
+        )
+        print(f"  cycles completed            {complete} of {frozen} versions served to every healthy feed")
+        print(
+            f"  feed polls                  {total_polls:.0f} ({total_polls / args.feeds:.1f} rounds of all feeds)"
+        )
+        print(f"  items served / stored       {len(served)} / {len(stored)}")
+        print(f"  lost / duplicated / extra   {len(lost)} / {dup} / {len(extra)}")
+        print(
+            f"  memory (RSS)                start {rss_start / 2**20:.1f} MiB, after the first cycle "
+            f"{warm_rss / 2**20:.1f} MiB, end {rss_end / 2**20:.1f} MiB"
+        )
+        print("  RSS by minute (MiB)         " + " ".join(f"{m[2] / 2**20:.0f}" for m in minute))
+        print(
+            f"  CPU per cycle (service)     first {warm_cpu - cpu_start:.1f} s; then "
+            f"{(cpu_end - warm_cpu) / steady_rounds:.1f} s per round of {args.feeds} polls; total {cpu_end - cpu_start:.1f} s"
+        )
+        print("  CPU by minute (s)           " + " ".join(f"{c:.0f}" for c in cpu_trend))
+        print(f"  baseline (bare fetch round) {base_cpu:.2f} s CPU, {base_wall:.2f} s wall")
+        print(f"  server answered             {stats['statuses']}")
+        print(f"  service exit code           {code}; log {log_path}")
+        ok = not lost and not dup and not extra and code == 0
+        print("  verdict                     " + ("OK" if ok else "PROBLEMS"))
+        return 0 if ok else 1
+    finally:
+        if service is not None and service.poll() is None:
+            service.kill()
+        server.terminate()
+        server.wait(10)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="mode")
+    srv = sub.add_parser("serve", help="(internal) the feed server process")
+    for p in (parser, srv):
+        p.add_argument("--feeds", type=int, default=2000)
+        p.add_argument("--period", default="60s", help="how often every feed changes (and is polled)")
+        p.add_argument("--failing", type=float, default=0.05, help="share of feeds that always fail")
+    srv.add_argument("--port", type=int, default=0)
+    parser.add_argument("--duration", default="10m")
+    parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in the work folder)")
+    parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep it (database, log)")
+    args = parser.parse_args(argv)
+    if args.mode == "serve":
+        serve(args)
+        return 0
+    return soak(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
