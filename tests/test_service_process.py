@@ -38,7 +38,7 @@ class Proc:
             [sys.executable, "-m", "monitor", *args],
             stdout=subprocess.DEVNULL,
             stderr=self._log,
-            cwd=ROOT,
+            cwd=log.parent,  # the service writes ./site by default: keep it in the test folder
             env={**os.environ, **(env or {})},
         )
 
@@ -53,7 +53,9 @@ class Proc:
             if m:
                 return m
             if self.p.poll() is not None:
-                raise AssertionError(f"process exited ({self.p.returncode}) before {pattern!r}:\n{self.text()}")
+                raise AssertionError(
+                    f"process exited ({self.p.returncode}) before {pattern!r}:\n{self.text()}"
+                )
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {pattern!r}:\n{self.text()}")
 
@@ -114,7 +116,9 @@ def test_sigterm_lets_the_poll_in_flight_finish_then_exits_cleanly(
     write_config(config_dir, feeds)
     proc = spawn(config_dir, sqlite_url, "--watch", "0")
     proc.port()
-    wait_until(lambda: all(server.requests_for(f"/slow{i}.xml") for i in range(6)), what="all fetches in flight")
+    wait_until(
+        lambda: all(server.requests_for(f"/slow{i}.xml") for i in range(6)), what="all fetches in flight"
+    )
     proc.signal(signal.SIGTERM)
     assert proc.wait(30) == 0
     log = proc.text()
@@ -132,7 +136,10 @@ def test_shutdown_deadline_interrupts_a_stuck_poll_keeps_what_was_stored_and_rel
 ) -> None:
     server.add("/fast.xml", body=rss(dated(3, prefix="F")))
     server.add("/stuck.xml", hang=True)
-    write_config(config_dir, [{"id": "fast", "url": server.url("/fast.xml")}, {"id": "stuck", "url": server.url("/stuck.xml")}])
+    write_config(
+        config_dir,
+        [{"id": "fast", "url": server.url("/fast.xml")}, {"id": "stuck", "url": server.url("/stuck.xml")}],
+    )
     proc = spawn(config_dir, sqlite_url, "--watch", "0", "--shutdown-timeout", "1s")
     proc.wait_for("feed fast: 3 new")
     proc.signal(signal.SIGTERM)

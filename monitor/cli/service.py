@@ -52,12 +52,13 @@ def run(
     lease: str = typer.Option(
         "15m", "--lease", help="How long a claimed feed stays reserved to this worker."
     ),
-    site_dir: Path | None = typer.Option(
-        None,
+    site_dir: Path = typer.Option(
+        Path("site"),
         "--site-dir",
         envvar="MONITOR_SITE_DIR",
-        help="Rebuild the static site here and serve it over HTTP.",
+        help="Rebuild the static site here (after new items) and serve it over HTTP.",
     ),
+    no_site: bool = typer.Option(False, "--no-site", help="Neither build nor serve the site."),
     watch: str = typer.Option(
         "5s", "--watch", help="How often to check the config folder for changes (0: off)."
     ),
@@ -101,7 +102,7 @@ def run(
         watch_interval=_seconds(watch),
         shutdown_timeout=_seconds(shutdown_timeout),
         report_every=_seconds(report_every),
-        site_dir=site_dir.resolve() if site_dir else None,
+        site_dir=None if no_site else site_dir.resolve(),
     )
     if worker:
         opts.worker = worker
