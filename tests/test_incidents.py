@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine
@@ -570,3 +571,213 @@ def test_places_join_only_reports_within_36_hours(engine: Engine, hours: float, 
     )
     new, _, _ = group(engine, ids)
     assert len(new) == incidents
+
+
+# ---- scaling: candidates from an index, fingerprints from a per-process cache ---------------------------------
+
+_WORDS_TEXT = """
+court fined editor newspaper activist detained rally square police protest lawyer blogger charges registry foreign
+agents election observers journalist picket hearing appeal sentence prison arrest district residents tariffs workers
+strike union mosque pastor church radio website blocked banned licence ministry parliament
+"""
+_WORDS = _WORDS_TEXT.split()
+_PEOPLE = [
+    (first, last)
+    for first in ("Aigul", "Marat", "Zhanbolat", "Duman", "Bolat", "Serik")
+    for last in ("Utepova", "Ospanov", "Mamai", "Mukhammedkarim", "Zhakenov", "Baimukhanov")
+]
+_PLACES = [("Almaty", "Алматы"), ("Atyrau", "Атырау"), ("Mazhilis", "Мажилис"), ("Karaganda", "Караганда")]
+_CATEGORIES = ["protest_crackdown", "prosecution", "media_restriction", "restrictive_law"]
+
+
+def _corpus(events: int, seed: int = 11) -> list[tuple[Story, list[dict[str, str]]]]:
+    """Reports of `events` events (two to five each, some in Russian, some naming a person or a place) spread over
+    a week, in random order: near-copies, reworded reports, and unrelated ones with words in common."""
+    import random
+
+    rng = random.Random(seed)
+    out: list[tuple[Story, list[dict[str, str]]]] = []
+    for e in range(events):
+        words = rng.sample(_WORDS, 14)
+        person = rng.choice(_PEOPLE) if rng.random() < 0.5 else None
+        place = rng.choice(_PLACES) if rng.random() < 0.6 else None
+        cats = rng.sample(_CATEGORIES, rng.randint(1, 2))
+        start = rng.uniform(0, 24 * 7)
+        for _ in range(rng.randint(2, 5)):
+            ru = rng.random() < 0.3
+            mine = [w for w in words if rng.random() < 0.85] + rng.sample(_WORDS, 2)
+            text = " ".join(mine)
+            title = " ".join(mine[:6]).capitalize()
+            if person:
+                text += f". Police said {person[0]} {person[1]} was held."
+            if place:
+                text += f" It happened in {place[1] if ru else place[0]}."
+            story = Story(
+                title=title,
+                text=text,
+                categories=cats if rng.random() < 0.8 else [*cats, rng.choice(_CATEGORIES)],
+                language="ru" if ru else "en",
+                hours=start + rng.uniform(0, 40),
+                feed="feed-ru" if ru else f"feed-{e % 3}",
+            )
+            out.append((story, [at(place[1] if ru else place[0])] if place else []))
+    rng.shuffle(out)
+    return out
+
+
+def _state(engine: Engine) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    with session_scope(engine) as s:
+        incs = [
+            (
+                i.id,
+                i.title,
+                i.categories,
+                i.countries,
+                i.severity,
+                i.first_seen,
+                i.last_seen,
+                i.item_count,
+                i.signature,
+                i.explanation,
+            )
+            for i in s.exec(select(Incident).order_by(col(Incident.id)))
+        ]
+        items = [tuple(r) for r in s.exec(select(Item.id, Item.incident_id).order_by(col(Item.id))).all()]
+        return incs, items
+
+
+def _by_publication(engine: Engine, ids: list[int]) -> list[int]:
+    with session_scope(engine) as s:
+        items = s.exec(select(Item).where(col(Item.id).in_(ids))).all()
+        return [i.id for i in sorted(items, key=lambda i: (i.published, i.id)) if i.id is not None]
+
+
+def _second(tmp_path: Path, name: str) -> Engine:
+    other = make_engine(f"sqlite:///{tmp_path}/{name}.db")
+    ensure_schema(other)
+    return other
+
+
+def test_grouping_in_one_call_or_in_forty_gives_the_same_incidents(tmp_path: Path, engine: Engine) -> None:
+    corpus = _corpus(60)
+    ids = store_placed(engine, corpus)
+    group(engine, ids)
+    other = _second(tmp_path, "chunked")
+    ids2 = store_placed(other, corpus)
+    ordered = _by_publication(other, ids2)
+    step = -(-len(ordered) // 40)
+    for k in range(0, len(ordered), step):
+        group(other, ordered[k : k + step])
+    one, many = _state(engine), _state(other)
+    # the premise: no incident outgrows the fingerprints kept between calls, so both see the same reports
+    sizes = [item_count for *_, item_count, _, _ in one[0]]
+    assert max(sizes) <= 20
+    assert len(sizes) < len(ids) - 20  # and many reports did join others
+    assert one == many
+    other.dispose()
+
+
+def test_a_stale_or_foreign_cache_never_changes_grouping(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.incidents as incidents
+
+    corpus = _corpus(40, seed=5)
+
+    def run(target: Engine, caches: list[incidents._Cache] | None) -> None:
+        ids = store_placed(target, corpus)
+        ordered = _by_publication(target, ids)
+        for n, k in enumerate(range(0, len(ordered), 7)):
+            # None: a cold cache every call (as if each call came from a new process)
+            monkeypatch.setattr(
+                incidents, "_CACHE", caches[n % len(caches)] if caches else incidents._Cache()
+            )
+            if n == 5:  # a transaction that rolls back after grouping: its incidents never existed
+                with pytest.raises(RuntimeError), session_scope(target) as s:
+                    group_items(s, ordered[k : k + 7], now=NOW)
+                    raise RuntimeError
+            group(target, ordered[k : k + 7])
+        # reports edited and grouped again (fingerprints change, dates and counts may not)
+        with session_scope(target) as s:
+            for i in ordered[::9]:
+                item = s.get(Item, i)
+                assert item is not None
+                item.title = f"{item.title} Marat Ospanov"
+        for n, k in enumerate(range(0, len(ordered), 27)):
+            monkeypatch.setattr(
+                incidents, "_CACHE", caches[n % len(caches)] if caches else incidents._Cache()
+            )
+            group(target, ordered[k : k + 27 : 9])
+
+    cold = _second(
+        tmp_path, "cold"
+    )  # SQLite on both sides: ids are compared, PostgreSQL skips rolled-back ones
+    run(cold, None)
+    # two processes taking turns, each with its own cache; the first cache also saw another database first
+    shared = incidents._Cache()
+    first = _second(tmp_path, "first")
+    monkeypatch.setattr(incidents, "_CACHE", shared)
+    group(first, store_placed(first, list(reversed(corpus))))
+    turns = _second(tmp_path, "turns")
+    run(turns, [shared, incidents._Cache()])
+    assert _state(cold) == _state(turns)
+    for e in (cold, first, turns):
+        e.dispose()
+
+
+def test_the_light_query_recognises_stored_signatures(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import monitor.incidents as incidents
+
+    cache = incidents._Cache()
+    monkeypatch.setattr(incidents, "_CACHE", cache)
+    group(engine, store_placed(engine, _corpus(10, seed=2)))
+    reloaded: list[int] = []
+    monkeypatch.setattr(cache, "install", lambda inc_id, rev, members: reloaded.append(inc_id))
+    with session_scope(engine) as s:
+        opened = incidents._load_open(s, cache, T0 - timedelta(days=30), T0 + timedelta(days=30))
+    assert len(opened) > 3 and reloaded == []  # every "_rev" read back as written: nothing reloaded
+
+
+def test_every_pair_compare_accepts_shares_an_index_key() -> None:
+    from monitor.incidents import TEXT_MIN, _compare, _keys, _Member, _rank
+
+    members = []
+    for n, (story, places) in enumerate(_corpus(40, seed=3)):
+        item = Item(
+            id=n + 1,
+            feed_id=story.feed,
+            title=story.title,
+            text=story.text,
+            language=story.language,
+            published=T0 + timedelta(hours=story.hours),
+            fetched=T0,
+            content_hash="x",
+            categories=story.categories,
+            countries=story.countries,
+            places=places,
+        )
+        members.append(_Member.of(item))
+    accepted = 0
+    for a in members:
+        for b in members:
+            if a is not b and _compare(a, b) is not None:
+                accepted += 1
+                assert set(_keys(a)) & set(_keys(b)), (a.item_id, b.item_id)
+    assert accepted > 100
+    # The stems' prefix filter at its worst: the shared stems are the last in the global order, overlap just enough.
+    pool = sorted((f"w{i:03d}" for i in range(200)), key=_rank)
+    no_people = extract("", "")
+    for size_a in range(1, 31):
+        for size_b in range(1, 31):
+            for shared in range(1, min(size_a, size_b) + 1):
+                if shared / (size_a + size_b - shared) < TEXT_MIN:
+                    continue
+                common = pool[-shared:]
+                a_stems = frozenset(pool[: size_a - shared] + common)
+                b_stems = frozenset(pool[100 : 100 + size_b - shared] + common)
+                a = _Member(1, T0, frozenset(), frozenset(), replace(no_people, stems=a_stems))
+                b = _Member(2, T0, frozenset(), frozenset(), replace(no_people, stems=b_stems))
+                assert _compare(a, b) is not None
+                assert set(_keys(a)) & set(_keys(b)), (size_a, size_b, shared)
