@@ -111,8 +111,10 @@ def parse_seconds(text: str) -> float:
 
 
 class Feeds:
-    def __init__(self, count: int, period: float, failing: float) -> None:
+    def __init__(self, count: int, period: float, failing: float, civic: bool = True) -> None:
         self.count, self.period = count, period
+        # Without civic stories nothing is classified or grouped: isolates ingestion from incident grouping.
+        self.titles = TITLES if civic else TITLES[3:]
         self.start = time.monotonic()
         self.base = datetime.now(UTC).replace(microsecond=0)
         self.frozen_at: int | None = None
@@ -135,7 +137,7 @@ class Feeds:
             f"<title>Soak feed {i}</title><link>https://soak{i % 50}.example.org/</link><language>en</language>",
         ]
         for j in range(max(0, k - WINDOW + 1), k + 1):
-            title, text = TITLES[(i + j) % len(TITLES)]
+            title, text = self.titles[(i + j) % len(self.titles)]
             city = CITIES[(i * 7 + j) % len(CITIES)]
             person = f"{FIRST[(i + 3 * j) % len(FIRST)]} {LAST[(7 * i + j) % len(LAST)]}"
             when = self.base - timedelta(days=1) + timedelta(seconds=j * self.period)
@@ -248,7 +250,7 @@ class _Server(ThreadingHTTPServer):
 
 def serve(args: argparse.Namespace) -> None:
     srv = _Server(("127.0.0.1", args.port), _Handler)
-    srv.feeds = Feeds(args.feeds, parse_seconds(args.period), args.failing)
+    srv.feeds = Feeds(args.feeds, parse_seconds(args.period), args.failing, civic=not args.no_civic)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=srv.shutdown, daemon=True).start())
     print(f"http://127.0.0.1:{srv.server_address[1]}", flush=True)
     srv.serve_forever(poll_interval=0.2)
@@ -375,6 +377,7 @@ def soak(args: argparse.Namespace) -> int:
             str(period),
             "--failing",
             str(args.failing),
+            *(["--no-civic"] if args.no_civic else []),
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -419,6 +422,7 @@ def soak(args: argparse.Namespace) -> int:
                 "warning",
                 "--report-every",
                 "1h",
+                "--no-site",  # the site has its own benchmark (bench/digest_site.py); this one is ingestion
             ],
             stderr=log_path.open("wb"),
             stdout=subprocess.DEVNULL,
@@ -531,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--feeds", type=int, default=2000)
         p.add_argument("--period", default="60s", help="how often every feed changes (and is polled)")
         p.add_argument("--failing", type=float, default=0.05, help="share of feeds that always fail")
+        p.add_argument(
+            "--no-civic", action="store_true", help="everyday news only (nothing to classify or group)"
+        )
     srv.add_argument("--port", type=int, default=0)
     parser.add_argument("--duration", default="10m")
     parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in the work folder)")
