@@ -258,3 +258,13 @@ def test_poll_classifies_groups_and_explains_end_to_end(config_dir: Path, sqlite
     explained = json.loads(out)
     assert explained["incident"]["incident"]["id"] == a["incident"]
     assert explained["incident"]["text"]
+
+
+def test_demo_reports_as_json(tmp_path: Path) -> None:
+    code, out, _ = run("demo", "--out", str(tmp_path / "demo"), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["ok"] is True and report["items"] > report["matched"] > 0
+    assert all(step["ok"] for step in report["steps"])
+    assert Path(report["site"], "index.html").is_file()
+    assert any(p.endswith("daily.eml") for p in report["digest"])

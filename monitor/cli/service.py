@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from monitor.cli.app import app, err, fail, state
+from monitor.cli.app import JsonOpt, app, err, fail, print_json, state
 from monitor.config.durations import parse_duration
 
 
@@ -122,6 +122,7 @@ def demo(
     ),
     serve: bool = typer.Option(False, "--serve", help="Afterwards, serve the site on --port until Ctrl-C."),
     port: str = typer.Option("8080", "--port", envvar="MONITOR_HTTP_PORT", help="Port for --serve."),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Offline demo: serve bundled sample feeds (EN/RU/KK) on loopback, poll and classify them, write the
     `daily` digest and the site, and print where to look. Uses its own database and config under --out."""
@@ -132,7 +133,23 @@ def demo(
         result = run_demo(out, progress=lambda msg: err.print(f"[dim]{msg}[/dim]"))
     except OSError as exc:
         fail(f"demo: {exc}")
-    result.print_summary()
+    if as_json:
+        print_json(
+            {
+                "ok": result.ok,
+                "steps": [{"name": st.name, "ok": st.ok, "detail": st.detail} for st in result.steps],
+                "items": result.items,
+                "matched": result.matched,
+                "incidents": result.incidents,
+                "categories": result.categories,
+                "digest": [str(f) for f in result.digest_files],
+                "site": str(result.site_dir) if result.site_dir else None,
+                "database": result.db_url,
+                "config": str(result.config_dir),
+            }
+        )
+    else:
+        result.print_summary()
     if serve:
         from monitor.demo.run import serve_site
 
