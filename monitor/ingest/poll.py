@@ -309,24 +309,26 @@ class Poller:
                 )
             )
         loop = asyncio.get_running_loop()
-        pending: list[asyncio.Future[list[FeedResult]]] = []
+        todo = iter(requests)
 
-        async with Fetcher(limits) as fetcher:
-            async for fetched in fetcher.fetch_many(requests):
-                fut = asyncio.ensure_future(
-                    self._handle(by_url.get(fetched.url, []), fetched, forced, now_fn)
-                )
+        async def fetch_and_store(fetcher: Fetcher) -> None:
+            # Each worker fetches, then waits for its document to be parsed and stored before fetching the next:
+            # fetches never run ahead of the store, so memory holds a bounded number of documents.
+            for req in todo:  # one shared iterator: every request is taken by exactly one worker
+                fetched = await fetcher.fetch(req)
+                results = await self._handle(by_url.get(fetched.url, []), fetched, forced, now_fn)
+                report.results.extend(results)
                 if on_result:
-                    fut.add_done_callback(
-                        lambda f: [on_result(r) for r in f.result()] if not f.exception() else None
-                    )
-                pending.append(fut)
-            done_all = await asyncio.gather(*pending, return_exceptions=True)
-        await loop.run_in_executor(self._writer, self._flush_states)
-        for done in done_all:
-            if isinstance(done, BaseException):
-                raise done
-            report.results.extend(done)
+                    for r in results:
+                        on_result(r)
+
+        try:
+            async with Fetcher(limits) as fetcher, asyncio.TaskGroup() as tg:
+                # Twice the network concurrency, so fetching goes on while some documents are being stored.
+                for _ in range(min(len(requests), 2 * limits.max_concurrency)):
+                    tg.create_task(fetch_and_store(fetcher))
+        finally:
+            await loop.run_in_executor(self._writer, self._flush_states)
         report.results.sort(key=lambda r: r.feed)
         report.finished = now_fn()
         return report
