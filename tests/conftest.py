@@ -4,34 +4,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine
 
 from monitor.config.load import packaged_dir
 from monitor.store import ensure_schema, make_engine
+from tests.support.databases import PG_URL, fresh_pg_database
 
-PG_URL = os.environ.get("MONITOR_TEST_PG_URL")
 DATA = Path(__file__).resolve().parent / "data"
-
-
-def _pg_database() -> Iterator[str]:
-    """A fresh PostgreSQL database for one test, dropped afterwards."""
-    assert PG_URL
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"monitor_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -42,7 +25,7 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         return
     if not PG_URL:
         pytest.skip("set MONITOR_TEST_PG_URL to run the PostgreSQL variant (.ci/run does)")
-    yield from _pg_database()
+    yield from fresh_pg_database()
 
 
 @pytest.fixture

@@ -3,17 +3,14 @@ each digest delivered exactly once, and a worker killed mid-cycle loses nothing.
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, create_engine, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, func, select
 
 from monitor.config.load import load_config
@@ -25,12 +22,12 @@ from monitor.store.engine import session_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.models import Feed, Item, ItemSource
 from tests.support.builders import It, rss
+from tests.support.databases import PG_URL, fresh_pg_database
 from tests.support.feedserver import FeedServer
 from tests.support.smtpserver import SmtpServer
 from tests.test_service import write_config
 from tests.test_service_process import Proc, wait_until
 
-PG_URL = os.environ.get("MONITOR_TEST_PG_URL")
 pytestmark = pytest.mark.skipif(not PG_URL, reason="needs MONITOR_TEST_PG_URL (PostgreSQL)")
 
 FEEDS = 24
@@ -48,17 +45,7 @@ digests:
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    assert PG_URL
-    admin = create_engine(PG_URL, isolation_level="AUTOCOMMIT")
-    name = f"monitor_scale_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as c:
-        c.execute(text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as c:
-            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    yield from fresh_pg_database("monitor_scale")
 
 
 def feed_body(i: int, cycles: int) -> bytes:
