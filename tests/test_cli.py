@@ -18,6 +18,7 @@ import monitor.cli
 from monitor.cli.app import app
 from monitor.store.models import Item, ItemSource
 from tests.support.builders import dated, rss
+from tests.support.contracts import EXPORT_ITEM_FIELDS
 from tests.support.feedserver import FeedServer
 
 monitor.cli._register()
@@ -139,18 +140,7 @@ def test_poll_and_export_json_give_the_documented_fields(config_dir: Path, sqlit
     assert code == 0
     items = json.loads(out)
     assert len(items) == 3
-    for key in (
-        "id",
-        "feed",
-        "url",
-        "title",
-        "published",
-        "fetched",
-        "categories",
-        "countries",
-        "incident",
-        "matches",
-    ):
+    for key in EXPORT_ITEM_FIELDS:
         assert key in items[0]
     assert items[0]["feed"] == "a"
 

@@ -27,6 +27,7 @@ from monitor.incidents import group_items
 from monitor.store.engine import session_scope
 from monitor.store.models import Item
 from monitor.store.queries import iter_items
+from tests.support.contracts import EXPORT_ITEM_FIELDS
 from tests.support.stories import MAMAI_EN, MAMAI_KK, MAMAI_RU, NGO_LAW, T0, hostile_story, store
 
 NOW = T0 + timedelta(days=3)
@@ -109,18 +110,7 @@ def test_items_json_and_csv_exports(engine: Engine) -> None:
     by_id = {d["id"]: d for d in data}
     assert by_id[ids[2]]["feeds"] == ["feed-en", "feed-wire"]
     assert by_id[ids[0]]["incident"] == by_id[ids[1]]["incident"] is not None
-    for key in (
-        "id",
-        "feed",
-        "url",
-        "title",
-        "published",
-        "fetched",
-        "categories",
-        "countries",
-        "incident",
-        "matches",
-    ):
+    for key in EXPORT_ITEM_FIELDS:
         assert key in by_id[ids[0]]
     rows = {r["id"]: r for r in csv.DictReader(io.StringIO(c.getvalue()))}
     assert rows[str(ids[2])]["title"].startswith("'=HYPERLINK")  # a spreadsheet shows it, never evaluates it

@@ -1,8 +1,9 @@
 """One polling cycle: pick the due feeds, fetch them concurrently, parse, store each feed in one transaction.
 
-The pipeline is storage -> fetch -> parse -> decide -> store. Network I/O runs on the event loop; parsing and
-the database write of each feed run on one worker thread, so fetches keep flowing while a feed is stored and
-writes never interleave (SQLite has one writer anyway).
+The pipeline is storage -> fetch -> parse -> decide -> store. Network I/O runs on the event loop; large
+documents are parsed in worker processes, small ones on the store thread, and every database write runs on that
+one store thread, so writes never interleave (SQLite has one writer anyway). A bounded set of fetch-and-store
+workers keeps fetching from running ahead of storing, so memory holds only a few documents at a time.
 """
 
 from __future__ import annotations
