@@ -110,6 +110,8 @@ def test_items_json_and_csv_exports(engine: Engine) -> None:
     by_id = {d["id"]: d for d in data}
     assert by_id[ids[2]]["feeds"] == ["feed-en", "feed-wire"]
     assert by_id[ids[0]]["incident"] == by_id[ids[1]]["incident"] is not None
+    assert by_id[ids[0]]["grouping"]["reason"] == "first"
+    assert by_id[ids[1]]["grouping"]["reason"] == "names"
     for key in EXPORT_ITEM_FIELDS:
         assert key in by_id[ids[0]]
     rows = {r["id"]: r for r in csv.DictReader(io.StringIO(c.getvalue()))}
@@ -127,7 +129,7 @@ def test_incident_exports_stream_in_batches(engine: Engine) -> None:
         write_incidents_csv(rows, c)
     data = json.loads(j.getvalue())
     assert [d["items"] for d in data] == [[ids[0], ids[1]], [ids[2]], [ids[3]]]
-    assert data[0]["explanation"]["items"][str(ids[1])]["reason"] == "names"
+    assert data[0]["explanation"]["rule"].startswith("same category")
     table = list(csv.DictReader(io.StringIO(c.getvalue())))
     assert [r["items"] for r in table] == [f"{ids[0]};{ids[1]}", str(ids[2]), str(ids[3])]
     assert table[0]["severity"] == "high" and table[1]["severity"] == "medium"

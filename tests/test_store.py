@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import UTC, datetime
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, inspect
-from sqlmodel import Session, SQLModel
+from sqlmodel import Session, SQLModel, select
 
 from monitor.store import make_engine, upgrade
 from monitor.store.migrate import current_revision, head_revision
@@ -61,4 +63,48 @@ def test_sqlite_runs_in_wal_mode(sqlite_url: str) -> None:
     eng = make_engine(sqlite_url)
     with eng.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+    eng.dispose()
+
+
+def test_revision_0005_moves_each_reports_grouping_reason_onto_the_item(db_url: str) -> None:
+    """Before 0005 an incident's explanation held every report's reason; down and up again loses none."""
+    from alembic import command
+    from sqlalchemy import text
+
+    from monitor.incidents import group_items
+    from monitor.store.engine import session_scope
+    from monitor.store.migrate import alembic_config
+    from monitor.store.models import Incident, Item
+    from tests.support.stories import MAMAI_EN, MAMAI_RU, NGO_LAW, T0, store
+
+    eng = make_engine(db_url)
+    upgrade(eng)
+    ids = store(eng, [MAMAI_EN, MAMAI_RU, NGO_LAW])
+    with session_scope(eng) as s:
+        group_items(s, ids, now=T0)
+    with session_scope(eng) as s:
+        reasons = {i: s.get(Item, i).grouping for i in ids}  # type: ignore[union-attr]
+    assert reasons[ids[1]]["reason"] == "names"  # type: ignore[index]
+
+    cfg = alembic_config()
+    with eng.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004")
+    with eng.connect() as conn:
+        assert "grouping" not in {c["name"] for c in inspect(conn).get_columns("item")}
+        rows = conn.execute(text("SELECT id, explanation FROM incident ORDER BY id")).all()
+    held = {
+        int(k): v
+        for _, explanation in rows
+        for k, v in (json.loads(explanation) if isinstance(explanation, str) else explanation)[
+            "items"
+        ].items()
+    }
+    assert held == reasons
+
+    upgrade(eng)
+    with session_scope(eng) as s:
+        assert {i: s.get(Item, i).grouping for i in ids} == reasons  # type: ignore[union-attr]
+        for inc in s.exec(select(Incident)):
+            assert set(inc.explanation) == {"rule"}
     eng.dispose()

@@ -325,7 +325,6 @@ def _load_batch(
 
     for inc in incs:
         assert inc.id is not None
-        why = (inc.explanation or {}).get("items", {})
         view: list[dict[str, Any]] = []
         links: list[SourceLink] = []
         for it in items.get(inc.id, []):
@@ -336,7 +335,7 @@ def _load_batch(
                 {"title": feed_title(src.feed_id), "url": render.safe_url(src.url) or None} for src in srcs
             ] or [{"title": feed_title(it.feed_id), "url": url}]
             lang = it.language if it.language and _LANG.match(it.language) else None
-            entry = why.get(str(it.id)) if isinstance(why, dict) else None
+            entry = it.grouping
             view.append(
                 {
                     "id": it.id,

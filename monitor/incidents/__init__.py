@@ -29,8 +29,10 @@ it, when, compared with one of the incident's reports:
 
 Among several matching incidents the strongest match wins (a places match ranks below any other), then the
 lowest incident id, and items are taken in order of publication, so the same items always give the same
-incidents. Each decision is stored in the incident's `explanation`, and the features it compared in its
-`signature`, so later reports are matched without reloading texts and `monitor explain --item` can say why.
+incidents. Each decision is stored on its item (`Item.grouping`), so `monitor explain --item` can say why, and
+the features compared in the incident's `signature`, so later reports are matched without reloading texts. A
+report joining an incident updates it from what it stored (counts, dates, labels, where its title came from):
+the cost of a join does not grow with the size of the incident.
 """
 
 from __future__ import annotations
@@ -598,7 +600,10 @@ def group_items(
 
     touched: set[int] = set()  # incidents whose members or fingerprints changed
     members_changed: set[int] = set()
-    entries: dict[int, dict[str, dict[str, Any]]] = {}  # incident id -> new explanation entries by item id
+    full: set[int] = set()  # incidents to recompute from all their members (a report left or changed)
+    added: dict[
+        int, list[tuple[_Member, str]]
+    ] = {}  # incident id -> reports that joined it, with their titles
     fresh: dict[int, _Member] = {}  # fingerprints of the given items, by item id
 
     to_match: list[Item] = []
@@ -608,22 +613,26 @@ def group_items(
             if item.incident_id is not None:
                 touched.add(item.incident_id)
                 members_changed.add(item.incident_id)
+                full.add(item.incident_id)
                 item.incident_id = None
+                item.grouping = None
             stats.skipped.append(item.id)
             continue
         fresh[item.id] = _Member.of(item)
         if item.incident_id is not None:
             inc = session.get(Incident, item.incident_id)
             if inc is not None and set(inc.categories) & set(item.categories):
-                touched.add(
-                    item.incident_id
-                )  # its text or countries may have changed: refresh the fingerprint
+                # its text, categories or countries may have changed: refresh the fingerprint and the labels
+                touched.add(item.incident_id)
+                full.add(item.incident_id)
                 stats.assigned[item.id] = item.incident_id
                 continue
             # It no longer fits (reclassified into other categories): it leaves and is grouped afresh.
             touched.add(item.incident_id)
             members_changed.add(item.incident_id)
+            full.add(item.incident_id)
             item.incident_id = None
+            item.grouping = None
         to_match.append(item)
 
     with _cache() as cache:
@@ -676,6 +685,7 @@ def group_items(
                     last_seen=me.published,
                     updated_at=now,
                     item_count=0,
+                    explanation=_EXPLANATION,
                 )
                 session.add(inc)
                 session.flush()
@@ -713,16 +723,124 @@ def group_items(
             op.add(me, overlay)
             item.incident_id = op.inc_id
             stats.assigned[item.id] = op.inc_id
+            item.grouping = entry
             touched.add(op.inc_id)
             members_changed.add(op.inc_id)
-            entries.setdefault(op.inc_id, {})[str(item.id)] = entry
+            added.setdefault(op.inc_id, []).append((me, item.title))
 
         session.flush()
         for chunk in _chunks(sorted(touched)):
-            _refresh(session, chunk, now, severity, fresh, entries, members_changed, stats, cache)
+            _refresh(session, chunk, now, severity, fresh, added, full, members_changed, stats, cache)
     stats.new_incidents.sort()
     stats.updated_incidents.sort()
     return stats
+
+
+@dataclass
+class _Summary:
+    """An incident's fields that follow from its members."""
+
+    title: str
+    categories: set[str]
+    countries: set[str]
+    count: int
+    first: tuple[datetime, int] | None  # (published, id) of the first report
+    last: datetime | None
+    titled: (
+        tuple[datetime, int] | None
+    )  # the first report with a title that is not blank: the incident's title
+
+
+def _key_json(key: tuple[datetime, int] | None) -> list[Any] | None:
+    return None if key is None else [_utc(key[0]).isoformat(), key[1]]
+
+
+def _key_of(value: Any) -> tuple[datetime, int] | None:
+    return None if not value else (_utc(datetime.fromisoformat(value[0])), int(value[1]))
+
+
+def _summaries(
+    session: Session, incident_ids: Sequence[int]
+) -> tuple[dict[int, _Summary], dict[int, datetime]]:
+    """Recompute from every member (after a report left or changed); also each member's publication date."""
+    rows: dict[int, list[tuple[datetime, int]]] = {i: [] for i in incident_ids}
+    published: dict[int, datetime] = {}
+    labels: dict[int, tuple[set[str], set[str]]] = {i: (set(), set()) for i in incident_ids}
+    for chunk in _chunks(list(incident_ids)):
+        # The members' ids and dates (no texts, no JSON), ...
+        q = sa_select(col(Item.incident_id), col(Item.id), col(Item.published)).where(
+            col(Item.incident_id).in_(chunk)
+        )
+        for inc_id, item_id, when in session.execute(q):
+            rows[inc_id].append((_utc(when), item_id))
+            published[item_id] = _utc(when)
+        # ... their distinct categories and countries (as stored text: the database leaves out the repeats) ...
+        distinct = (
+            sa_select(
+                col(Item.incident_id), cast(col(Item.categories), Text), cast(col(Item.countries), Text)
+            )
+            .where(col(Item.incident_id).in_(chunk))
+            .distinct()
+        )
+        for inc_id, cats_text, countries_text in session.execute(distinct):
+            labels[inc_id][0].update(_labels(cats_text))
+            labels[inc_id][1].update(_labels(countries_text))
+    for members in rows.values():
+        members.sort()
+    # ... and the title of the first report that has one.
+    titles = _first_titles(session, rows)
+    out = {}
+    for inc_id, members in rows.items():
+        title, titled = titles.get(inc_id, ("", None))
+        out[inc_id] = _Summary(
+            title=title,
+            categories=labels[inc_id][0],
+            countries=labels[inc_id][1],
+            count=len(members),
+            first=members[0] if members else None,
+            last=members[-1][0] if members else None,
+            titled=titled,
+        )
+    return out, published
+
+
+def _summary_after(inc: Incident, joined: Sequence[tuple[_Member, str]]) -> _Summary | None:
+    """The incident's fields once the reports in `joined` (and nothing else) have joined it; None when the stored
+    signature does not say where its title came from (written by an older version): recompute in full."""
+    sig = inc.signature or {}
+    if inc.item_count > 0 and "first" not in sig:
+        return None
+    empty = inc.item_count == 0
+    first = None if empty else _key_of(sig["first"])
+    titled = None if empty else _key_of(sig.get("titled"))
+    title = "" if empty else inc.title
+    categories = set() if empty else set(inc.categories)
+    countries = set() if empty else set(inc.countries)
+    last = None if empty else _utc(inc.last_seen)
+    titled_new = first_new = None
+    for m, t in joined:
+        k = (m.published, m.item_id)
+        categories |= m.categories
+        countries |= m.countries
+        last = m.published if last is None else max(last, m.published)
+        if first is None or k < first:
+            first, first_new = k, t
+        if t.strip() and (titled is None or k < titled):
+            titled, titled_new = k, t
+    if titled_new is not None:
+        title = titled_new
+    elif titled is None and first_new is not None:
+        title = first_new  # no report has a title: the first one's stands in
+    return _Summary(title, categories, countries, inc.item_count + len(joined), first, last, titled)
+
+
+_EXPLANATION = {
+    "rule": (
+        f"same category, within the window, and near-duplicate title and lead (Jaccard >= {TEXT_MIN}) "
+        f"or the same person / {NAMES_MIN}+ names with agreeing countries, or in another language "
+        f"within {CROSS_HOURS:g} h the same specific place with evidence >= {PLACES_MIN:g} points"
+    ),
+}
 
 
 def _refresh(
@@ -731,42 +849,35 @@ def _refresh(
     now: datetime,
     severity: Mapping[str, str] | None,
     fresh: Mapping[int, _Member],
-    entries: Mapping[int, Mapping[str, dict[str, Any]]],
+    added: Mapping[int, Sequence[tuple[_Member, str]]],
+    full: set[int],
     members_changed: set[int],
     stats: GroupStats,
     cache: _Cache,
 ) -> None:
-    """Recompute the touched incidents' fields from their members; bump `updated_at` only on a real change."""
+    """Bring the touched incidents' fields up to date; bump `updated_at` only on a real change.
+
+    An incident that reports only joined is updated from what it stored and the newcomers, whatever its size; one
+    that a report left, or whose report changed, is recomputed from all its members."""
     incidents = {
         inc.id: inc for inc in session.exec(select(Incident).where(col(Incident.id).in_(incident_ids)))
     }
-    # The members' ids and dates (no texts, no JSON), ...
-    rows: dict[int, list[tuple[datetime, int]]] = {i: [] for i in incident_ids}
-    q = sa_select(col(Item.incident_id), col(Item.id), col(Item.published)).where(
-        col(Item.incident_id).in_(incident_ids)
+    summaries: dict[int, _Summary] = {}
+    for inc_id, row in incidents.items():
+        assert inc_id is not None
+        found = None if inc_id in full else _summary_after(row, added.get(inc_id, ()))
+        if found is not None:
+            summaries[inc_id] = found
+    recomputed, published = _summaries(
+        session, [i for i in incident_ids if i in incidents and i not in summaries]
     )
-    for inc_id, item_id, published in session.execute(q):
-        rows[inc_id].append((_utc(published), item_id))
-    # ... their distinct categories and countries (as stored text: the database leaves out the repeats) ...
-    labels: dict[int, tuple[set[str], set[str]]] = {i: (set(), set()) for i in incident_ids}
-    distinct = (
-        sa_select(col(Item.incident_id), cast(col(Item.categories), Text), cast(col(Item.countries), Text))
-        .where(col(Item.incident_id).in_(incident_ids))
-        .distinct()
-    )
-    for inc_id, cats_text, countries_text in session.execute(distinct):
-        labels[inc_id][0].update(_labels(cats_text))
-        labels[inc_id][1].update(_labels(countries_text))
-    for members in rows.values():
-        members.sort()
-    # ... and the title of the first report that has one.
-    titles = _first_titles(session, rows)
+    summaries.update(recomputed)
     new = set(stats.new_incidents)
     for inc_id in incident_ids:
         inc = incidents.get(inc_id)
         if inc is None:
             continue
-        members = rows[inc_id]
+        sm = summaries[inc_id]
         before = (
             inc.title,
             inc.categories,
@@ -776,26 +887,35 @@ def _refresh(
             inc.last_seen,
             inc.item_count,
         )
-        if members:
-            categories = sorted(labels[inc_id][0])
-            inc.title = titles[inc_id]
+        if sm.first is not None and sm.last is not None:
+            categories = sorted(sm.categories)
+            inc.title = sm.title
             inc.categories = categories
-            inc.countries = sorted(labels[inc_id][1])
+            inc.countries = sorted(sm.countries)
             inc.severity = incident_severity(categories, severity)
-            inc.first_seen = members[0][0]
-            inc.last_seen = members[-1][0]
-        inc.item_count = len(members)
-        member_ids = {r[1] for r in members}
+            inc.first_seen = sm.first[0]
+            inc.last_seen = sm.last
+        inc.item_count = sm.count
 
         old_sig = inc.signature or {}
-        fps = {int(k): v for k, v in old_sig.get("members", {}).items() if int(k) in member_ids}
-        for item_id in member_ids & fresh.keys():
-            fps[item_id] = fresh[item_id].to_json()
-        published = {r[1]: r[0] for r in members}
-        keep = sorted(fps, key=lambda i: (published[i], i))[-MAX_MEMBERS:]
+        fps: dict[int, dict[str, Any]] = {int(k): v for k, v in old_sig.get("members", {}).items()}
+        if inc_id in recomputed:  # reports may have left: keep the fingerprints of members only
+            fps = {i: v for i, v in fps.items() if i in published}
+            for item_id in published.keys() & fresh.keys():
+                fps[item_id] = fresh[item_id].to_json()
+        else:
+            for m, _ in added.get(inc_id, ()):
+                fps[m.item_id] = fresh[m.item_id].to_json()
+        order = {
+            i: published[i] if i in published else _utc(datetime.fromisoformat(v["t"]))
+            for i, v in fps.items()
+        }
+        keep = sorted(fps, key=lambda i: (order[i], i))[-MAX_MEMBERS:]
         kept = {i: fps[i] for i in keep}
         body = {
             "window_members": MAX_MEMBERS,
+            "first": _key_json(sm.first),
+            "titled": _key_json(sm.titled),
             "names": sorted({n for v in kept.values() for n in v.get("n", ())}),
             "persons": sorted({p for v in kept.values() for p in v.get("p", ())}),
             "places": sorted({g for v in kept.values() for g in v.get("g", ())}),
@@ -803,17 +923,6 @@ def _refresh(
         }
         rev = _rev_of(body)
         signature = {"_rev": rev, **body}  # first, so that a light query can read it (_load_open)
-        old_items = (inc.explanation or {}).get("items", {})
-        items_expl = {k: v for k, v in old_items.items() if int(k) in member_ids}
-        items_expl.update(entries.get(inc_id, {}))
-        explanation = {
-            "rule": (
-                f"same category, within the window, and near-duplicate title and lead (Jaccard >= {TEXT_MIN}) "
-                f"or the same person / {NAMES_MIN}+ names with agreeing countries, or in another language "
-                f"within {CROSS_HOURS:g} h the same specific place with evidence >= {PLACES_MIN:g} points"
-            ),
-            "items": dict(sorted(items_expl.items(), key=lambda kv: int(kv[0]))),
-        }
         after = (
             inc.title,
             inc.categories,
@@ -834,8 +943,10 @@ def _refresh(
             rev,
             {i: reuse[i] if i in reuse else _Member.from_json(i, kept[i]) for i in keep},
         )
-        if explanation != inc.explanation:
-            inc.explanation = explanation
+        if inc.explanation != _EXPLANATION:
+            inc.explanation = (
+                _EXPLANATION  # an incident written before revision 0005 held every report's reason
+            )
         if changed:
             inc.updated_at = now
             if inc_id not in new:
@@ -856,10 +967,13 @@ def _labels(text: str) -> frozenset[str]:
     return found
 
 
-def _first_titles(session: Session, rows: Mapping[int, Sequence[tuple[datetime, int]]]) -> dict[int, str]:
-    """Per incident, the title of its first report (in order of publication) whose title is not blank, else the
-    first report's: read a few titles at a time, as the first is almost always the one."""
-    out: dict[int, str] = {}
+def _first_titles(
+    session: Session, rows: Mapping[int, Sequence[tuple[datetime, int]]]
+) -> dict[int, tuple[str, tuple[datetime, int] | None]]:
+    """Per incident, the title of its first report (in order of publication) whose title is not blank, with that
+    report's key, else the first report's title and None: read a few titles at a time, as the first is almost
+    always the one."""
+    out: dict[int, tuple[str, tuple[datetime, int] | None]] = {}
     pending = {inc_id: 0 for inc_id, members in rows.items() if members}
     step = 2
     while pending:
@@ -873,18 +987,18 @@ def _first_titles(session: Session, rows: Mapping[int, Sequence[tuple[datetime, 
 
         for inc_id, start in list(pending.items()):
             members = rows[inc_id]
-            title = next((found[m[1]] for m in members[start : start + step] if found[m[1]].strip()), None)
-            if title is not None or start + step >= len(members):
-                if title is None:
-                    first = members[0][1]
-                    title = (
-                        found[first]
-                        if first in found
-                        else session.execute(
-                            sa_select(col(Item.title)).where(col(Item.id) == first)
-                        ).scalar_one()
-                    )
-                out[inc_id] = title
+            titled = next((m for m in members[start : start + step] if found[m[1]].strip()), None)
+            if titled is not None:
+                out[inc_id] = (found[titled[1]], titled)
+                del pending[inc_id]
+            elif start + step >= len(members):
+                first = members[0][1]
+                title = (
+                    found[first]
+                    if first in found
+                    else session.execute(sa_select(col(Item.title)).where(col(Item.id) == first)).scalar_one()
+                )
+                out[inc_id] = (title, None)
                 del pending[inc_id]
             else:
                 pending[inc_id] = start + step
@@ -900,7 +1014,7 @@ def explain_incident(session: Session, item_id: int) -> dict[str, Any] | None:
     inc = session.get(Incident, item.incident_id)
     if inc is None:
         return None
-    entry = dict((inc.explanation or {}).get("items", {}).get(str(item_id), {}))
+    entry = dict(item.grouping or {})
     entry.setdefault("reason", "unknown")
     entry.setdefault("text", f"in incident {inc.id} (grouped before explanations were recorded)")
     return {

@@ -80,6 +80,11 @@ class Item(SQLModel, table=True):
     )
     rules_version: str | None = Field(default=None, max_length=64)
     incident_id: int | None = Field(default=None, index=True)
+    # Why grouping put it in its incident ({"reason": "names", "similar_to": 12, ...}), or None: kept on the item
+    # so that a report joining a large incident writes one small row, not the incident's whole history.
+    grouping: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
     pruned: bool = False  # text dropped by retention; identity kept so it is not ingested again
 
     __table_args__ = (Index("ix_item_url", "url", unique=True),)
@@ -113,4 +118,5 @@ class Incident(SQLModel, table=True):
     item_count: int = 0
     # What grouping matched on (names, places, key terms), kept so `explain --item` can say why.
     signature: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The grouping rule in words ({"rule": ...}); each report's own reason is Item.grouping (since revision 0005).
     explanation: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))

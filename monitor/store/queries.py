@@ -68,6 +68,7 @@ def item_json(item: Item, feeds: list[str]) -> dict[str, Any]:
         "categories": list(item.categories),
         "countries": list(item.countries),
         "incident": item.incident_id,
+        "grouping": item.grouping,  # why it is in that incident
         "matches": item.matches,
         "rules_version": item.rules_version,
     }
