@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import insert, or_
-from sqlmodel import Session, col, select
+from sqlalchemy import or_
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from monitor.store.models import Item, ItemSource
 
@@ -95,6 +96,34 @@ def apply_classification(item: Item, classifier: ClassifierLike | None) -> None:
         setattr(item, name, value)
 
 
+@dataclass(frozen=True, slots=True)
+class _Known:
+    """An entry this feed delivered before: its item and what decides whether the entry changed."""
+
+    id: int
+    content_hash: str
+    pruned: bool
+    hash_updates: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Ref:
+    """A stored item a new entry may turn out to be (same URL or same content)."""
+
+    id: int
+
+
+# Core tables: ORM-enabled bulk INSERTs cost several times as much per statement for the same rows.
+_ITEM = Item.__table__  # type: ignore[attr-defined]
+_SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
+
+
+def _url_taken(session: Session, url: str, by_url: dict[str, _Ref | _NewRow]) -> bool:
+    if url in by_url:
+        return True
+    return session.execute(sa_select(col(Item.id)).where(col(Item.url) == url)).first() is not None
+
+
 class _NewRow:
     """An item about to be inserted; `id` is known once the batch INSERT has returned."""
 
@@ -118,66 +147,77 @@ def store_entries(
     stats = StoreStats()
     if not entries:
         return stats
+    # What this feed already delivered, with just what tells a changed entry from an unchanged one: most fetches
+    # repeat entries already stored, and loading whole rows (texts, HTML, matches) for them was most of the cost.
     keys = [e.key for e in entries]
-    sources = {
-        s.entry_key: s
-        for s in session.exec(
-            select(ItemSource).where(ItemSource.feed_id == feed_id, col(ItemSource.entry_key).in_(keys))
+    known: dict[str, _Known] = {}
+    q = (
+        sa_select(
+            col(ItemSource.entry_key),
+            col(Item.id),
+            col(Item.content_hash),
+            col(Item.pruned),
+            col(Item.hash_updates),
         )
-    }
-    known_ids = {s.item_id for s in sources.values()}
-    fresh = [e for e in entries if e.key not in sources]
+        .join(Item, col(Item.id) == col(ItemSource.item_id))
+        .where(col(ItemSource.feed_id) == feed_id, col(ItemSource.entry_key).in_(keys))
+    )
+    for key, item_id, content_hash, pruned, hash_updates in session.execute(q):
+        known[key] = _Known(item_id, content_hash, pruned, hash_updates)
+    fresh = [e for e in entries if e.key not in known]
     urls = {e.url for e in fresh if e.url}
     hashes = {e.content_hash for e in fresh}
-    by_id: dict[int, Item] = {}
-    by_url: dict[str, Item | _NewRow] = {}
-    by_hash: dict[str, Item | _NewRow] = {}
+    by_url: dict[str, _Ref | _NewRow] = {}
+    by_hash: dict[str, _Ref | _NewRow] = {}
+    since = now - timedelta(seconds=cross_feed_window)
     conditions: list[Any] = []
-    if known_ids:
-        conditions.append(col(Item.id).in_(known_ids))
     if urls:
         conditions.append(col(Item.url).in_(urls))
-    since = now - timedelta(seconds=cross_feed_window)
     if hashes:
         conditions.append(col(Item.content_hash).in_(hashes) & (col(Item.fetched) >= since))
     if conditions:
-        for item in session.exec(select(Item).where(or_(*conditions))):
-            assert item.id is not None
-            by_id[item.id] = item
-            if item.url:
-                by_url[item.url] = item
-            if item.fetched >= since:
-                by_hash.setdefault(item.content_hash, item)
+        q2 = sa_select(col(Item.id), col(Item.url), col(Item.content_hash), col(Item.fetched)).where(
+            or_(*conditions)
+        )
+        for item_id, url, content_hash, fetched in session.execute(q2):
+            ref = _Ref(item_id)
+            if url:
+                by_url[url] = ref
+            if fetched >= since:
+                by_hash.setdefault(content_hash, ref)
 
     handled: set[str] = set()
     new_items: list[tuple[_NewRow, EntryLike]] = []
-    links: list[tuple[Item | _NewRow, EntryLike]] = []
+    links: list[tuple[_Ref | _NewRow, EntryLike]] = []
     for entry in entries:
         if entry.key in handled:  # the same key twice in one document: the parser should not, but be safe
             stats.unchanged += 1
             continue
         handled.add(entry.key)
-        src = sources.get(entry.key)
-        if src is not None:
-            known = by_id.get(src.item_id)
-            if known is None or known.pruned or known.content_hash == entry.content_hash:
+        seen = known.get(entry.key)
+        if seen is not None:
+            if seen.pruned or seen.content_hash == entry.content_hash:
                 stats.unchanged += 1
                 continue
             # Some feeds rewrite every entry on every fetch; past the cap we stop following the changes.
-            if known.hash_updates >= max_hash_updates:
+            if seen.hash_updates >= max_hash_updates:
                 stats.unchanged += 1
                 continue
-            known.title, known.text, known.html = entry.title, entry.text, entry.html
-            known.content_hash = entry.content_hash
-            known.hash_updates += 1
-            known.updated = now
-            if entry.url and not known.url and entry.url not in by_url:
-                known.url = entry.url
-            apply_classification(known, classifier)
-            session.add(known)
+            item = session.get(Item, seen.id)
+            if item is None:
+                stats.unchanged += 1
+                continue
+            item.title, item.text, item.html = entry.title, entry.text, entry.html
+            item.content_hash = entry.content_hash
+            item.hash_updates += 1
+            item.updated = now
+            if entry.url and not item.url and not _url_taken(session, entry.url, by_url):
+                item.url = entry.url
+                by_url[entry.url] = _Ref(seen.id)
+            apply_classification(item, classifier)
+            session.add(item)
             stats.updated += 1
-            assert known.id is not None
-            stats.changed_item_ids.append(known.id)
+            stats.changed_item_ids.append(seen.id)
             continue
         match = (by_url.get(entry.url) if entry.url else None) or by_hash.get(entry.content_hash)
         if match is not None:
@@ -218,7 +258,7 @@ def store_entries(
     if new_items:
         # One INSERT ... RETURNING for the batch, without building ORM objects (most of the cost per row).
         result = session.execute(
-            insert(Item).returning(col(Item.id), sort_by_parameter_order=True),
+            _ITEM.insert().returning(_ITEM.c.id, sort_by_parameter_order=True),
             [r.values for r, _ in new_items],
         )
         for (row, _), (item_id,) in zip(new_items, result.all(), strict=True):
@@ -249,5 +289,5 @@ def store_entries(
             }
         )
     if rows:
-        session.execute(insert(ItemSource), rows)
+        session.execute(_SOURCE.insert(), rows)
     return stats
