@@ -823,10 +823,52 @@ def test_the_light_query_recognises_stored_signatures(
     monkeypatch.setattr(incidents, "_CACHE", cache)
     group(engine, store_placed(engine, _corpus(10, seed=2)))
     reloaded: list[int] = []
-    monkeypatch.setattr(cache, "install", lambda inc_id, rev, members: reloaded.append(inc_id))
+    monkeypatch.setattr(cache, "install", lambda inc_id, *args: reloaded.append(inc_id))
     with session_scope(engine) as s:
-        opened = incidents._load_open(s, cache, T0 - timedelta(days=30), T0 + timedelta(days=30))
-    assert len(opened) > 3 and reloaded == []  # every "_rev" read back as written: nothing reloaded
+        found = incidents._absorb(s, cache, incidents._light(s, col(Incident.item_count) > 0))
+    assert len(found) > 3 and reloaded == []  # every "_rev" read back as written: nothing reloaded
+
+
+def test_a_warm_cache_reads_only_the_incidents_changed_since_its_last_call(
+    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cost of a call must not grow with the number of open incidents: it reads what changed (by `seq`)."""
+    import monitor.incidents as incidents
+
+    mine, theirs = incidents._Cache(), incidents._Cache()  # two processes
+    corpus = _corpus(30, seed=4)
+    ordered = _by_publication(engine, store_placed(engine, corpus))
+
+    def grouped_by(cache: incidents._Cache, ids: list[int]) -> set[int]:
+        monkeypatch.setattr(incidents, "_CACHE", cache)
+        new, updated, _ = group(engine, ids)
+        return {*new, *updated}
+
+    grouped_by(mine, ordered[:-3])
+    wrote = grouped_by(mine, ordered[-3:-2])
+    wrote |= grouped_by(theirs, ordered[-2:-1])
+    read: list[int] = []
+    light = incidents._light
+
+    def counting(session: Any, where: Any) -> Any:
+        rows = light(session, where)
+        read.extend(r[0] for r in rows)
+        return rows
+
+    monkeypatch.setattr(incidents, "_light", counting)
+    grouped_by(mine, ordered[-1:])
+    with session_scope(engine) as s:
+        open_now = len(s.exec(select(Incident.id).where(col(Incident.item_count) > 0)).all())
+    assert open_now > 15 and read and set(read) <= wrote
+    # and it saw the other process's change: the same incidents as one process grouping the same calls
+    monkeypatch.setattr(incidents, "_light", light)
+    monkeypatch.setattr(incidents, "_CACHE", incidents._Cache())
+    alone = _second(tmp_path, "alone")
+    again = _by_publication(alone, store_placed(alone, corpus))
+    for part in (again[:-3], again[-3:-2], again[-2:-1], again[-1:]):
+        group(alone, part)
+    assert _state(engine)[0] == _state(alone)[0]
+    alone.dispose()
 
 
 def test_every_pair_compare_accepts_shares_an_index_key() -> None:

@@ -51,9 +51,11 @@ from typing import Any
 
 from sqlalchemy import Text, cast, func
 from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from monitor.incidents.features import COUNTRY_LEVEL_KEYS, Features, extract, hit_sets, jaccard, place_keys
+from monitor.store.locks import transaction_lock
 from monitor.store.models import Incident, Item
 
 __all__ = [
@@ -390,14 +392,20 @@ class _Index:
 
 # ---- the stored fingerprints, cached per process --------------------------------------------------------------
 #
-# An incident's `signature` starts with "_rev", a hash of the rest of it. Each call reads the open incidents'
-# dates, categories and the first characters of their signatures (one light query); an incident whose "_rev" is
-# the one cached keeps its cached reports and index entries, any other (changed by another process, written by an
-# older version, rolled back, another database) is loaded in full. The cache is a function of the signature's
-# content, so it can be stale only in being reloaded.
+# Every call used to read every open incident (a light query) to learn which cached fingerprints were still
+# current: a cost that grew with the number of open incidents, paid for every feed. Now each incident carries
+# `seq`, the number of the grouping call that last changed it: one more than the highest `seq` stored when that
+# call began. Grouping calls run one at a time (an advisory lock on PostgreSQL, the write lock on SQLite, taken
+# before anything is read), so a call that read the highest `seq` as H sees every change numbered H or lower,
+# and every later change is numbered above H. The cache remembers the H it is up to date with and reads only
+# the incidents changed since, plus those it wrote itself in its last call, which are checked against their
+# stored "_rev" (a call whose transaction rolled back leaves the cache ahead of the database: those revs differ,
+# or the incident is gone). The cache holds every incident with reports since `horizon`; a call reaching
+# further back reads that stretch the old way. Another database, or one rebuilt, starts the cache afresh.
 
 _REV = re.compile(r'^\{\s*"_rev"\s*:\s*"([0-9a-f]{32})"')
 _REV_CHARS = 64
+_EXPIRE_SLACK = timedelta(hours=6)  # the horizon moves on in steps, not with every call
 
 
 def _rev_of(body: Mapping[str, Any]) -> str:
@@ -409,26 +417,41 @@ def _rev_of(body: Mapping[str, Any]) -> str:
 class _Cached:
     rev: str | None  # None: not to be trusted by a later call (a signature without "_rev")
     slots: dict[int, _Slot]  # report id -> its slot in the cache's index
-    used: int = 0  # the call that last used it
+    first: datetime
+    last: datetime
+    categories: frozenset[str]
 
 
 class _Cache:
-    KEEP_CALLS = 64  # an incident no call has used for this many calls is dropped
-
     def __init__(self) -> None:
         self.incidents: dict[int, _Cached] = {}
         self.index = _Index()
-        self.calls = 0
         self.lock = threading.Lock()
+        self.db: str | None = None  # the database it describes
+        self.seq = -1  # up to date with every change numbered this or lower
+        self.horizon: datetime | None = None  # holds every incident with reports since then
+        self.pending: set[int] = set()  # incidents the last call wrote: not known to have committed
+
+    def reset(self, db: str | None) -> None:
+        self.incidents.clear()
+        self.index = _Index()
+        self.db, self.seq, self.horizon, self.pending = db, -1, None, set()
 
     def get(self, inc_id: int, rev: str | None) -> _Cached | None:
         c = self.incidents.get(inc_id)
         if c is None or rev is None or c.rev != rev:
             return None
-        c.used = self.calls
         return c
 
-    def install(self, inc_id: int, rev: str | None, members: Mapping[int, _Member]) -> _Cached:
+    def install(
+        self,
+        inc_id: int,
+        rev: str | None,
+        members: Mapping[int, _Member],
+        first: datetime,
+        last: datetime,
+        categories: Iterable[str],
+    ) -> _Cached:
         old = self.incidents.get(inc_id)
         old_slots = old.slots if old is not None else {}
         slots: dict[int, _Slot] = {}
@@ -441,7 +464,7 @@ class _Cache:
         for item_id, s in old_slots.items():
             if slots.get(item_id) is not s:
                 self.index.remove(s)
-        c = self.incidents[inc_id] = _Cached(rev, slots, self.calls)
+        c = self.incidents[inc_id] = _Cached(rev, slots, _utc(first), _utc(last), frozenset(categories))
         return c
 
     def drop(self, inc_id: int) -> None:
@@ -449,9 +472,13 @@ class _Cache:
         for s in c.slots.values() if c is not None else ():
             self.index.remove(s)
 
-    def expire(self) -> None:
-        for inc_id in [i for i, c in self.incidents.items() if self.calls - c.used > self.KEEP_CALLS]:
+    def expire(self, before: datetime) -> None:
+        """Forget incidents whose last report is older than `before`, once the horizon is well behind it."""
+        if self.horizon is None or before - self.horizon < _EXPIRE_SLACK:
+            return
+        for inc_id in [i for i, c in self.incidents.items() if c.last < before]:
             self.drop(inc_id)
+        self.horizon = before
 
 
 _CACHE = _Cache()
@@ -465,9 +492,7 @@ def _cache() -> Iterator[_Cache]:
         yield _Cache()
         return
     try:
-        cache.calls += 1
         yield cache
-        cache.expire()
     finally:
         cache.lock.release()
 
@@ -492,27 +517,42 @@ class _Open:
         self.categories |= m.categories
 
 
-def _load_open(session: Session, cache: _Cache, lo: datetime, hi: datetime) -> dict[int, _Open]:
-    """The incidents open between lo and hi, their stored fingerprints from the cache where still current."""
-    q = (
-        sa_select(
-            col(Incident.id),
-            col(Incident.first_seen),
-            col(Incident.last_seen),
-            col(Incident.categories),
-            func.substr(cast(col(Incident.signature), Text), 1, _REV_CHARS),
-        )
-        .where(col(Incident.last_seen) >= lo, col(Incident.first_seen) <= hi, col(Incident.item_count) > 0)
-        .order_by(col(Incident.id))
-    )
-    opened: dict[int, _Open] = {}
+def _lock(session: Session) -> None:
+    """Make this transaction the only one grouping until it ends, before anything is read (see above)."""
+    if session.get_bind().dialect.name == "sqlite":
+        # A write takes SQLite's write lock (reads alone would not): an update that changes no row.
+        session.execute(sa_update(Incident).where(col(Incident.id) == -1).values(seq=0))
+    else:
+        transaction_lock(session, "incidents")
+
+
+def _light(session: Session, where: Any) -> list[tuple[int, datetime, datetime, list[str], str | None, int]]:
+    q = sa_select(
+        col(Incident.id),
+        col(Incident.first_seen),
+        col(Incident.last_seen),
+        col(Incident.categories),
+        func.substr(cast(col(Incident.signature), Text), 1, _REV_CHARS),
+        col(Incident.item_count),
+    ).where(where)
+    return [tuple(r) for r in session.execute(q)]
+
+
+def _absorb(session: Session, cache: _Cache, rows: Iterable[tuple[Any, ...]]) -> dict[int, _Cached]:
+    """Bring the cache up to date with these light rows: current entries stay, others are read in full."""
+    out: dict[int, _Cached] = {}
     stale: list[int] = []
-    for inc_id, first, last, categories, head in session.execute(q):
+    for inc_id, first, last, categories, head, count in rows:
+        if not count:
+            cache.drop(inc_id)
+            continue
         found = _REV.match(head or "")
-        stored = cache.get(inc_id, found.group(1) if found else None)
-        opened[inc_id] = _Open(inc_id, stored, _utc(first), _utc(last), set(categories))
-        if stored is None:
+        c = cache.get(inc_id, found.group(1) if found else None)
+        if c is None:
             stale.append(inc_id)
+            continue
+        c.first, c.last, c.categories = _utc(first), _utc(last), frozenset(categories)
+        out[inc_id] = c
     for chunk in _chunks(stale):
         full = sa_select(
             col(Incident.id),
@@ -526,9 +566,43 @@ def _load_open(session: Session, cache: _Cache, lo: datetime, hi: datetime) -> d
             raw = sig.get("members", {})
             members = {int(k): _Member.from_json(int(k), v) for k, v in raw.items()}
             rev = sig.get("_rev") if isinstance(sig.get("_rev"), str) else None
-            stored = cache.install(inc_id, rev, members)
-            opened[inc_id] = _Open(inc_id, stored, _utc(first), _utc(last), set(categories))
-    return opened
+            out[inc_id] = cache.install(inc_id, rev, members, first, last, categories)
+    return out
+
+
+def _sync(session: Session, cache: _Cache, lo: datetime, hi: datetime) -> tuple[int, dict[int, _Open]]:
+    """Bring the cache up to date for items published between lo and hi (window included); returns the highest
+    `seq` stored, and the incidents open then that lie before the cache's horizon (read the old way)."""
+    _lock(session)
+    db = session.get_bind().engine.url.render_as_string(hide_password=True)
+    head = session.execute(sa_select(func.coalesce(func.max(col(Incident.seq)), 0))).scalar_one()
+    if cache.db != db or head < cache.seq or cache.horizon is None:
+        cache.reset(db)
+        _absorb(session, cache, _light(session, col(Incident.last_seen) >= lo))
+        cache.horizon = lo
+    else:
+        changed = col(Incident.seq) > cache.seq
+        if cache.pending:
+            changed = changed | col(Incident.id).in_(sorted(cache.pending))
+        rows = _light(session, changed)
+        seen = {r[0] for r in rows}
+        for inc_id in cache.pending - seen:
+            cache.drop(inc_id)  # opened by a call that rolled back
+        # changes to incidents it does not hold matter only when they lie after the horizon
+        horizon = cache.horizon
+        _absorb(session, cache, [r for r in rows if r[0] in cache.incidents or _utc(r[2]) >= horizon])
+    cache.seq, cache.pending = head, set()
+    before: dict[int, _Open] = {}
+    if lo < cache.horizon:
+        rows = _light(
+            session,
+            (col(Incident.last_seen) >= lo)
+            & (col(Incident.last_seen) < cache.horizon)
+            & (col(Incident.first_seen) <= hi),
+        )
+        for inc_id, c in _absorb(session, cache, rows).items():
+            before[inc_id] = _Open(inc_id, c, c.first, c.last, set(c.categories))
+    return head, before
 
 
 def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
@@ -636,11 +710,12 @@ def group_items(
         to_match.append(item)
 
     with _cache() as cache:
-        opened: dict[int, _Open] = {}
         if to_match:
             lo = _utc(to_match[0].published) - window
             hi = _utc(to_match[-1].published) + window
-            opened = _load_open(session, cache, lo, hi)
+        else:
+            lo = hi = now - window  # nothing to match: the cache need only follow the database
+        head, opened = _sync(session, cache, lo, hi)
         overlay = _Index()  # the reports joined in this call
 
         for item in to_match:
@@ -655,7 +730,10 @@ def group_items(
                 inc_id, other = slot.inc_id, slot.member
                 op = opened.get(inc_id)
                 if op is None:
-                    continue  # cached, but not open for these items
+                    c = cache.incidents.get(inc_id)
+                    if c is None:
+                        continue
+                    op = opened[inc_id] = _Open(inc_id, c, c.first, c.last, set(c.categories))
                 if slot.stored and (
                     op.stored is None
                     or op.stored.slots.get(other.item_id) is not slot
@@ -730,7 +808,10 @@ def group_items(
 
         session.flush()
         for chunk in _chunks(sorted(touched)):
-            _refresh(session, chunk, now, severity, fresh, added, full, members_changed, stats, cache)
+            _refresh(
+                session, chunk, now, severity, fresh, added, full, members_changed, stats, cache, head + 1
+            )
+        cache.expire(lo)
     stats.new_incidents.sort()
     stats.updated_incidents.sort()
     return stats
@@ -854,6 +935,7 @@ def _refresh(
     members_changed: set[int],
     stats: GroupStats,
     cache: _Cache,
+    seq: int,
 ) -> None:
     """Bring the touched incidents' fields up to date; bump `updated_at` only on a real change.
 
@@ -922,7 +1004,7 @@ def _refresh(
             "members": {str(i): kept[i] for i in keep},
         }
         rev = _rev_of(body)
-        signature = {"_rev": rev, **body}  # first, so that a light query can read it (_load_open)
+        signature = {"_rev": rev, **body}  # first, so that a light query can read it (_light)
         after = (
             inc.title,
             inc.categories,
@@ -935,14 +1017,23 @@ def _refresh(
         changed = before != after or inc_id in members_changed
         if signature != old_sig:
             inc.signature = signature
+        if changed or signature != old_sig:
+            inc.seq = seq  # other processes' caches learn of the change by this
         # The cache follows: reports kept from the old signature keep their fingerprints if it was the cached one.
-        was = cache.get(inc_id, old_sig.get("_rev"))
-        reuse = {i: s.member for i, s in was.slots.items() if i not in fresh} if was is not None else {}
-        cache.install(
-            inc_id,
-            rev,
-            {i: reuse[i] if i in reuse else _Member.from_json(i, kept[i]) for i in keep},
-        )
+        cache.pending.add(inc_id)
+        if not sm.count:
+            cache.drop(inc_id)
+        else:
+            was = cache.get(inc_id, old_sig.get("_rev"))
+            reuse = {i: s.member for i, s in was.slots.items() if i not in fresh} if was is not None else {}
+            cache.install(
+                inc_id,
+                rev,
+                {i: reuse[i] if i in reuse else _Member.from_json(i, kept[i]) for i in keep},
+                inc.first_seen,
+                inc.last_seen,
+                inc.categories,
+            )
         if inc.explanation != _EXPLANATION:
             inc.explanation = (
                 _EXPLANATION  # an incident written before revision 0005 held every report's reason

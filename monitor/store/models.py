@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, Index, Text, UniqueConstraint
 from sqlalchemy import text as sa_text
 from sqlmodel import Field, SQLModel
 
@@ -116,6 +116,9 @@ class Incident(SQLModel, table=True):
     last_seen: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime(), nullable=False, index=True))  # last change
     item_count: int = 0
+    # The grouping call that last changed it (one more than the highest stored when that call began): what
+    # tells another process's cache which incidents changed since it last looked.
+    seq: int = Field(default=0, sa_column=Column(BigInteger, nullable=False, server_default="0", index=True))
     # What grouping matched on (names, places, key terms), kept so `explain --item` can say why.
     signature: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     # The grouping rule in words ({"rule": ...}); each report's own reason is Item.grouping (since revision 0005).

@@ -1,4 +1,5 @@
-"""item grouping: each report's grouping reason moves from its incident's explanation to the item
+"""item grouping and incident seq: each report's grouping reason moves from its incident's explanation to the
+item; incidents are numbered by the grouping call that last changed them
 
 Revision ID: 0005
 Revises: 0004
@@ -6,6 +7,8 @@ Create Date: 2026-11-28 02:10:00
 
 An incident's `explanation` held one entry per report, so a report joining an incident of a thousand reports
 rewrote all thousand entries. Each entry now lives on its item (`item.grouping`); the incident keeps the rule.
+`incident.seq` lets a process's cache read only the incidents changed since it last looked (see
+monitor.incidents); existing incidents start at 0, which every cache reads afresh anyway.
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ _item = sa.table(
 def upgrade() -> None:
     with op.batch_alter_table("item", schema=None) as batch_op:
         batch_op.add_column(sa.Column("grouping", sa.JSON(), nullable=True))
+    with op.batch_alter_table("incident", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("seq", sa.BigInteger(), server_default="0", nullable=False))
+        batch_op.create_index(batch_op.f("ix_incident_seq"), ["seq"], unique=False)
     conn = op.get_bind()
     last = 0
     while True:  # in batches: a database of a few years holds tens of thousands of incidents
@@ -73,3 +79,6 @@ def downgrade() -> None:
     # Natively (SQLite 3.35+): a batch rebuild would drop the item table, which item_source's key refers to.
     with op.batch_alter_table("item", schema=None, recreate="never") as batch_op:
         batch_op.drop_column("grouping")
+    with op.batch_alter_table("incident", schema=None, recreate="never") as batch_op:
+        batch_op.drop_index(batch_op.f("ix_incident_seq"))
+        batch_op.drop_column("seq")
