@@ -9,6 +9,15 @@ entries (k-9..k), so every cycle adds one new entry per feed; 5% of the feeds fa
 429 with Retry-After, a hang past the fetch timeout, a dropped connection, malformed XML, an HTML page, a broken
 gzip body, an empty body). The server records which version of each feed it served.
 
+The news reads like news: about one story in eight is a civic-space event, the rest everyday news (libraries,
+harvests, football, buses, weather...) that no rule classifies. Feeds come in triplets of outlets (3m, 3m+1,
+3m+2); when a triplet has an event at an entry, its three feeds report the same event (a detention at a rally, a
+fine against an editor, a prosecutor seeking an NGO's liquidation, a blogger charged with "spreading false
+information", a journalist's accreditation revoked), each in its own words, naming the same person, city and
+facts, and no two events name the same person: each event should make one incident of three reports. Besides, the
+feeds 7, 107, 207... follow one long trial, a report at every entry: one incident that grows all through the soak.
+`--no-civic` serves everyday news only (nothing classified or grouped).
+
 At the end the server stops changing the feeds, the service gets one more interval to fetch the last versions,
 then it is stopped with SIGTERM and the report compares:
 
@@ -16,7 +25,10 @@ then it is stopped with SIGTERM and the report compares:
 - complete cycles: versions that every healthy feed served to the service;
 - memory (RSS) of the service after the first cycle and at the end, CPU seconds per cycle;
 - the baseline: the CPU one bare round of fetching all feeds costs (httpx, no parsing, no database), measured in
-  the same run against the same server, so the service's CPU per cycle can be read against it.
+  the same run against the same server, so the service's CPU per cycle can be read against it;
+- grouping, read from the database: incidents, the reports in them, the largest and the median incident, beside
+  the civic events served (about one incident each, plus one for the long trial), with the events whose reports
+  went to more than one incident and the incidents holding more than one event.
 """
 
 from __future__ import annotations
@@ -30,6 +42,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -49,56 +62,208 @@ WINDOW = 10  # entries per feed document
 FAIL_KINDS = ("500", "404", "429", "hang", "drop", "malformed", "html", "badgzip", "empty")
 HANG_SECONDS = 20.0  # longer than the fetch timeout the soak config sets (10 s)
 
-# A third of the stories are civic-space events, each about a different (invented) person, so they are distinct
-# incidents as real reports would be; the rest is everyday news.
-TITLES = (
+# The content. Feeds come in triplets (3m, 3m+1, 3m+2): three outlets that cover the same events. At each item
+# index j, one triplet in EVENT_EVERY carries a civic-space event (`civic_slot`); its three feeds each report it in
+# their own words (EVENTS: five kinds of event, three wordings each, chosen by i % 3), naming the same person, city
+# and facts. Every other entry is everyday news (EVERYDAY, never classified). And one long-running story: the feeds
+# with i % BIG_STORY_EVERY == BIG_STORY_AT report, at every j, a day of the trial of BIG_STORY_PERSON (BIG_STORY,
+# three wordings), which wins over a civic event of their triplet: one incident that grows all through the soak.
+#
+# What makes each event its own incident: a person nobody else in the run is named after (`event_person`), and
+# details that differ from event to event, so two reports of different events in the same wording never look
+# like near-copies to the grouping engine (it joins those whatever names they carry). Each detail is the event
+# number e (`Feeds.event_number`) modulo its own period: kind 5, city 8, weekday 7, number 9 and topic 13
+# (pairwise coprime), first name 47 and surname 400. Two events of one kind are a multiple of 5 apart, so among
+# the first 2,520 events (30 item indices of 2,000 feeds) they differ in the person and in at least two of city,
+# weekday, number and topic: checked over 3,300 events, two reports of different events in the same wording
+# share at most 0.71 of their words, where the engine's near-copy threshold (TEXT_COPY) is 0.8.
+EVENT_EVERY = 8  # about one story in eight is a civic-space event
+BIG_STORY_EVERY, BIG_STORY_AT = 100, 7  # feeds 7, 107, 207, ... carry the big story
+BIG_STORY_PERSON, BIG_STORY_CITY = "Marat Ospanov", "Almaty"
+BIG_STORY_KEY = (-1, -1)  # the big story among the events (m, j) in the report
+# Each kind of event: three wordings (headline, text), one per outlet of the triplet. Headlines never put a
+# capitalised word right before the person ("Blogger Daniyar ..."): the grouping engine would take it for a name.
+EVENTS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (  # detention at a rally
+        (
+            "Police detain activist {person} at rally in {city}",
+            "{person} and {n} other protesters were detained on {day} at a peaceful rally against {topic}.",
+        ),
+        (
+            "Rally against {topic} broken up in {city}",
+            "Riot police dispersed the protest on {day} and detained {n} people, among them its organiser, {person}.",
+        ),
+        (
+            "{person} jailed for {n} days after {city} protest",
+            "A court gave the activist {person} {n} days of administrative detention for leading {day}'s rally "
+            "against {topic}.",
+        ),
+    ),
+    (  # a fine against an editor and a newspaper
+        (
+            "Court fines editor {person} in libel suit brought by official",
+            "On {day} a court in {city} ordered {person} to pay {n} million tenge in damages over an article about "
+            "{topic}.",
+        ),
+        (
+            "Newspaper editor {person} ordered to pay damages for defamation",
+            "On {day} a court in {city} sided with the deputy akim over a report on {topic} and set the damages at "
+            "{n} million tenge.",
+        ),
+        (
+            "{city} weekly and its editor lose libel case to akimat",
+            "The paper and its editor, {person}, were fined {n} million tenge on {day} over a story on {topic} that "
+            "the court called defamatory.",
+        ),
+    ),
+    (  # a prosecutor seeking the liquidation of an NGO
+        (
+            "Prosecutor asks court to liquidate rights group led by {person}",
+            "The {city} association, known for its reports on {topic}, was audited {n} times this year, {person} "
+            "said on {day}.",
+        ),
+        (
+            "{city} prosecutors seek to dissolve NGO headed by {person}",
+            "{person} said on {day} that the public association, which has documented {topic} for {n} years, will "
+            "contest the lawsuit.",
+        ),
+        (
+            "Rights organisation of {person} faces liquidation in {city}",
+            "Prosecutors filed the suit on {day}, citing breaches of its charter; {person} calls it revenge for "
+            "{n} years of work on {topic}.",
+        ),
+    ),
+    (  # a blogger charged with "spreading false information"
+        (
+            "Police charge blogger {person} with spreading false information",
+            "{person}, a blogger from {city}, was charged on {day} over a video about {topic} and faces up to {n} "
+            "years in prison.",
+        ),
+        (
+            "{city} blogger faces criminal case over video on {topic}",
+            "Investigators accused {person} on {day} of spreading knowingly false information; the charge carries "
+            "up to {n} years.",
+        ),
+        (
+            "Criminal case against blogger {person} over posts about {topic}",
+            "The blogger, who has {n} thousand followers in {city}, was charged on {day} with spreading false "
+            "information and denies it.",
+        ),
+    ),
+    (  # a journalist's accreditation revoked
+        (
+            "Akimat strips journalist {person} of accreditation",
+            "{person} lost the press accreditation to cover the {city} city council for {n} months on {day}, after "
+            "reporting on {topic}.",
+        ),
+        (
+            "{city} authorities revoke accreditation of reporter {person}",
+            "Officials withdrew the accreditation of {person} on {day}, a week after a report on {topic}; the "
+            "reporter is barred from briefings for {n} months.",
+        ),
+        (
+            "Press accreditation of journalist {person} withdrawn in {city}",
+            "The correspondent was stripped of accreditation on {day} for {n} months over coverage of {topic}, "
+            "colleagues said.",
+        ),
+    ),
+)
+TOPICS = (  # no word in two of them
+    "utility tariffs",
+    "a new landfill",
+    "water shortages",
+    "overcrowded clinics",
+    "land sales",
+    "broken roads",
+    "a coal plant",
+    "housing queues",
+    "bus fare rises",
+    "air pollution",
+    "pension delays",
+    "felled park trees",
+    "unpaid wages",
+)
+NUMBERS = ("three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven")
+DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# The big story, by outlet: {d} the day of the trial, {witness} who testified, {n} hours.
+BIG_STORY = (
     (
-        "Police detain activist {person} at peaceful rally in {city}",
-        "Police detained {person} and {n} protesters.",
+        "Trial of activist {person}, day {d}: court hears {witness}",
+        "{person}, accused of inciting social discord in posts about corruption, denies the charges; {witness} "
+        "testified for {n} hours.",
     ),
     (
-        "Court fines editor {person} in libel suit brought by akim",
-        "{person} must pay {n} million tenge in damages.",
+        "{surname} trial: {witness} testifies on day {d}",
+        "The court in {city} continued the trial of the activist {person}, charged with inciting social discord; "
+        "the hearing lasted {n} hours.",
     ),
     (
-        "Prosecutor asks court to liquidate rights group led by {person}",
-        "The association was audited {n} times.",
+        "Day {d} in court for activist {person}",
+        "The court heard {witness} as the criminal case against the activist {person} went into day {d}; he is "
+        "accused of inciting social discord.",
     ),
+)
+WITNESSES = (
+    "a police officer who led the search",
+    "a linguistic expert",
+    "a former colleague",
+    "the investigator",
+    "two neighbours",
+    "a university lecturer",
+    "a bank clerk",
+    "the akimat's press officer",
+)
+# Everyday news: no rule classifies it (each entry's text is its own: "Story j of feed i").
+EVERYDAY = (
     ("{city} opens new public library", "The library holds {n} thousand books and a reading room."),
     ("Wheat harvest in {city} region ahead of last year", "Farmers report {n} percent more grain."),
     ("Football: {city} club wins regional cup", "The final ended {n}-1 after extra time."),
     ("New bus routes connect {city} suburbs", "Twelve routes will run every {n} minutes."),
     ("Weather: warm week ahead in {city}", "Temperatures will rise to {n} degrees."),
+    (
+        "{city} theatre opens its season with a new comedy",
+        "Tickets for all {n} performances sold out in a day.",
+    ),
+    ("Apple growers in {city} region expect a big crop", "Orchards cover {n} hectares more than last year."),
+    ("{city} zoo welcomes two snow leopard cubs", "Visitors will be able to see them in {n} days."),
 )
+# Names: a first name and a surname of two syllables and an ending. The first name and the first five letters of
+# the surname (what the grouping engine compares, spelling-blind) differ between any two of these lists' entries.
 FIRST = (
-    "Aigerim",
-    "Daniyar",
-    "Saule",
-    "Marat",
-    "Yerlan",
-    "Zhanna",
-    "Nurlan",
-    "Dina",
-    "Askar",
-    "Gulnara",
-    "Timur",
-)
-LAST = (
-    "Sarsenova",
-    "Ospanov",
-    "Tokhtarov",
-    "Zhaksylykova",
-    "Bekov",
-    "Ismailova",
-    "Kairatov",
-    "Nurpeisova",
-    "Abenov",
-    "Serikbayeva",
-    "Zhumabekov",
-    "Utepova",
-    "Dosanov",
-)
+    "Aigerim", "Daniyar", "Saule", "Yerlan", "Zhanna", "Nurlan", "Dina", "Askar", "Gulnara", "Timur", "Aidos",
+    "Aliya", "Arman", "Asel", "Ainur", "Bakhyt", "Berik", "Gaukhar", "Dauren", "Dariga", "Yerzhan", "Kairat",
+    "Kuanysh", "Laura", "Madina", "Meruyert", "Nazira", "Olzhas", "Raushan", "Rustem", "Samal", "Serik",
+    "Sholpan", "Talgat", "Togzhan", "Yerbol", "Zarina", "Zhandos", "Almas", "Bolat", "Erkin", "Galym", "Inkar",
+    "Kanat", "Lazzat", "Mukhtar", "Nurgul",
+)  # fmt: skip
+SURNAME_HEADS = (
+    "Ba", "Be", "Bo", "Da", "Du", "Ka", "Ke", "Ku", "Ma", "Mu", "Na", "Nu", "Sa", "Se", "Su", "Ta", "Te", "To",
+    "Tu", "Zha",
+)  # fmt: skip
+SURNAME_BODIES = (
+    "legen", "rsen", "ken", "bek", "dyk", "mukh", "rat", "lim", "man", "nar", "tan", "gal", "bol", "mir", "set",
+    "ker", "rim", "dos", "zhan", "mat",
+)  # fmt: skip
+SURNAME_TAILS = ("ov", "uly", "bayev", "ov", "in")  # -ov twice: the commonest
+SURNAMES = len(SURNAME_HEADS) * len(SURNAME_BODIES)
 CITIES = ("Almaty", "Astana", "Shymkent", "Karaganda", "Aktobe", "Pavlodar", "Oral", "Semey")
+
+
+def civic_slot(m: int, j: int) -> bool:
+    """Whether feed triplet m carries a civic-space event at item index j: at each j the triplets of one residue
+    modulo EVENT_EVERY (a different one at each j), so every triplet has one every EVENT_EVERY entries."""
+    return (m + 3 * j) % EVENT_EVERY == 0
+
+
+def big_story_feed(i: int) -> bool:
+    return i % BIG_STORY_EVERY == BIG_STORY_AT
+
+
+def event_person(e: int) -> str:
+    """The person event e is about: the same for no two events below len(FIRST) * SURNAMES (18,800)."""
+    s = (e * 7) % SURNAMES  # 7 is prime to SURNAMES: neighbouring events get unrelated surnames
+    head, body = SURNAME_HEADS[s % len(SURNAME_HEADS)], SURNAME_BODIES[s // len(SURNAME_HEADS)]
+    return f"{FIRST[e % len(FIRST)]} {head}{body}{SURNAME_TAILS[e % len(SURNAME_TAILS)]}"
 
 
 def parse_seconds(text: str) -> float:
@@ -114,7 +279,10 @@ class Feeds:
     def __init__(self, count: int, period: float, failing: float, civic: bool = True) -> None:
         self.count, self.period = count, period
         # Without civic stories nothing is classified or grouped: isolates ingestion from incident grouping.
-        self.titles = TITLES if civic else TITLES[3:]
+        self.civic = civic
+        # Events at one item index, numbered in a row (see event_number).
+        triplets = (count + 2) // 3
+        self.events_per_index = (triplets + EVENT_EVERY - 1) // EVENT_EVERY
         self.start = time.monotonic()
         self.base = datetime.now(UTC).replace(microsecond=0)
         self.frozen_at: int | None = None
@@ -131,21 +299,51 @@ class Feeds:
             return self.frozen_at
         return 1 + int((time.monotonic() - self.start) / self.period)
 
+    def event_number(self, m: int, j: int) -> int:
+        """Event of triplet m at item index j (civic_slot(m, j)), numbered 0, 1, 2... by j, then by m."""
+        return j * self.events_per_index + m // EVENT_EVERY
+
+    def entry(self, i: int, j: int) -> tuple[str, str]:
+        """Headline and text of feed i's entry j (without the suffixes that make every entry unique)."""
+        if self.civic and big_story_feed(i):
+            title, text = BIG_STORY[(i // BIG_STORY_EVERY) % len(BIG_STORY)]
+            facts = {
+                "person": BIG_STORY_PERSON,
+                "surname": BIG_STORY_PERSON.rsplit(" ", 1)[-1],
+                "city": BIG_STORY_CITY,
+                "d": j + 1,
+                "witness": WITNESSES[j % len(WITNESSES)],
+                "n": 2 + j % 5,
+            }
+            return title.format(**facts), text.format(**facts)
+        if self.civic and civic_slot(i // 3, j):
+            e = self.event_number(i // 3, j)
+            title, text = EVENTS[e % len(EVENTS)][i % 3]
+            facts = {
+                "person": event_person(e),
+                "city": CITIES[e % len(CITIES)],
+                "day": DAYS[e % len(DAYS)],
+                "topic": TOPICS[e % len(TOPICS)],
+                "n": NUMBERS[e % len(NUMBERS)],
+            }
+            return title.format(**facts), text.format(**facts)
+        title, text = EVERYDAY[(i + j) % len(EVERYDAY)]
+        city = CITIES[(i * 7 + j) % len(CITIES)]
+        return title.format(city=city, n=j), text.format(n=j + i % 9)
+
     def document(self, i: int, k: int) -> bytes:
         parts = [
             '<?xml version="1.0" encoding="utf-8"?>\n<rss version="2.0"><channel>',
             f"<title>Soak feed {i}</title><link>https://soak{i % 50}.example.org/</link><language>en</language>",
         ]
         for j in range(max(0, k - WINDOW + 1), k + 1):
-            title, text = self.titles[(i + j) % len(self.titles)]
-            city = CITIES[(i * 7 + j) % len(CITIES)]
-            person = f"{FIRST[(i + 3 * j) % len(FIRST)]} {LAST[(7 * i + j) % len(LAST)]}"
+            title, text = self.entry(i, j)
             when = self.base - timedelta(days=1) + timedelta(seconds=j * self.period)
             parts.append(
-                f"<item><title>{escape(title.format(city=city, n=j, person=person))} (#{i}.{j})</title>"
+                f"<item><title>{escape(title)} (#{i}.{j})</title>"
                 f"<link>https://soak{i % 50}.example.org/{i}/{j}</link>"
                 f'<guid isPermaLink="false">soak-{i}-{j}</guid><pubDate>{format_datetime(when)}</pubDate>'
-                f"<description>{escape(text.format(n=j + i % 9, person=person))} Story {j} of feed {i}.</description></item>"
+                f"<description>{escape(text)} Story {j} of feed {i}.</description></item>"
             )
         parts.append("</channel></rss>")
         return "".join(parts).encode()
@@ -352,13 +550,52 @@ def metric(text: str, name: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def expected_entries(served: dict[str, list[int]]) -> Iterator[str]:
+def served_entries(served: dict[str, list[int]]) -> Iterator[tuple[int, int]]:
+    """(feed, item index) of every entry in the versions the server sent."""
     for i, versions in served.items():
         seen: set[int] = set()
         for k in versions:
             seen.update(range(max(0, k - WINDOW + 1), k + 1))
         for j in seen:
-            yield f"https://soak{int(i) % 50}.example.org/{i}/{j}"
+            yield int(i), j
+
+
+def expected_entries(served: dict[str, list[int]]) -> Iterator[str]:
+    for i, j in served_entries(served):
+        yield f"https://soak{i % 50}.example.org/{i}/{j}"
+
+
+def story_of(i: int, j: int) -> tuple[int, int] | None:
+    """What feed i's entry j reports: (m, j) for an event of triplet m, BIG_STORY_KEY, or None (everyday news)."""
+    if big_story_feed(i):
+        return BIG_STORY_KEY
+    return (i // 3, j) if civic_slot(i // 3, j) else None
+
+
+def grouping_facts(db_url: str) -> tuple[list[int], str, list[tuple[int, int, int]]]:
+    """Sizes of the incidents (ascending), the largest one's title, and (incident, feed, item index) of every
+    report in an incident."""
+    from sqlmodel import Session, col, select
+
+    from monitor.store import make_engine
+    from monitor.store.models import Incident, Item
+
+    engine = make_engine(db_url)
+    try:
+        with Session(engine) as s:
+            sizes = sorted(s.exec(select(Incident.item_count).where(col(Incident.item_count) > 0)).all())
+            largest = s.exec(
+                select(Incident.title).order_by(col(Incident.item_count).desc(), col(Incident.id)).limit(1)
+            ).first()
+            rows = s.exec(select(Item.incident_id, Item.url).where(col(Item.incident_id).is_not(None))).all()
+    finally:
+        engine.dispose()
+    members = []
+    for inc, url in rows:
+        if inc is not None and url is not None:  # https://soak{i % 50}.example.org/{i}/{j}
+            i, j = url.rsplit("/", 2)[1:]
+            members.append((inc, int(i), int(j)))
+    return sizes, largest or "", members
 
 
 def soak(args: argparse.Namespace) -> int:
@@ -475,7 +712,20 @@ def soak(args: argparse.Namespace) -> int:
         code = service.wait(120)
         stats = json.loads(http_get(base + "/__stats"))
         urls, _ = db_facts(db_url)
-
+        sizes, largest, members = grouping_facts(db_url)
+        # Served with civic content: reports of each story (an event (m, j), or the big story).
+        civic: Counter[tuple[int, int]] = Counter()
+        if not args.no_civic:
+            civic.update(filter(None, (story_of(i, j) for i, j in served_entries(stats["served"]))))
+        big_reports = civic.pop(BIG_STORY_KEY, 0)
+        incidents_of: dict[tuple[int, int], set[int]] = {}  # story -> the incidents its reports are in
+        stories_in: dict[int, set[tuple[int, int] | None]] = {}  # incident -> the stories it holds
+        for inc, i, j in members:
+            story = story_of(i, j) if not args.no_civic else None
+            stories_in.setdefault(inc, set()).add(story)
+            if story is not None:
+                incidents_of.setdefault(story, set()).add(inc)
+        everyday_grouped = sum(1 for _, i, j in members if args.no_civic or story_of(i, j) is None)
         served = set(expected_entries(stats["served"]))
         stored = [u for u in urls if u is not None]
         lost = served - set(stored)
@@ -500,6 +750,19 @@ def soak(args: argparse.Namespace) -> int:
         )
         print(f"  items served / stored       {len(served)} / {len(stored)}")
         print(f"  lost / duplicated / extra   {len(lost)} / {dup} / {len(extra)}")
+        print(
+            f"  incidents (database)        {len(sizes)}, holding {sum(sizes)} reports; largest "
+            f"{max(sizes, default=0)} ({largest[:50]!r}), median {statistics.median(sizes) if sizes else 0:g}"
+        )
+        print(
+            f"  civic stories served        {len(civic)} events ({sum(civic.values())} reports) + the big story "
+            f"({big_reports} reports): expect ~{len(civic) + (1 if big_reports else 0)} incidents"
+        )
+        print(
+            f"  grouping vs stories         {sum(1 for v in incidents_of.values() if len(v) > 1)} stories split "
+            f"over incidents, {sum(1 for v in stories_in.values() if len(v) > 1)} incidents mixing stories, "
+            f"{everyday_grouped} everyday reports in incidents"
+        )
         print(
             f"  memory (RSS)                start {rss_start / 2**20:.1f} MiB, after the first cycle "
             f"{warm_rss / 2**20:.1f} MiB, end {rss_end / 2**20:.1f} MiB"
