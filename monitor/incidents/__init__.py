@@ -665,8 +665,15 @@ def group_items(
     now = _utc(now)
     window = timedelta(hours=window_hours)
     ids = sorted(set(item_ids))
-    items: list[Item] = []
+    # Most reports of a poll match no category and were never grouped: tell them apart without loading texts.
+    wanted: list[int] = []
     for chunk in _chunks(ids):
+        light = sa_select(col(Item.id), col(Item.categories), col(Item.incident_id), col(Item.pruned))
+        for item_id, categories, incident_id, pruned in session.execute(light.where(col(Item.id).in_(chunk))):
+            if incident_id is not None or (categories and not pruned):
+                wanted.append(item_id)
+    items: list[Item] = []
+    for chunk in _chunks(wanted):
         items.extend(session.exec(select(Item).where(col(Item.id).in_(chunk))))
     found = {i.id for i in items}
     stats.skipped.extend(i for i in ids if i not in found)
@@ -709,6 +716,8 @@ def group_items(
             item.grouping = None
         to_match.append(item)
 
+    if not to_match and not touched:
+        return stats  # nothing classified (most polls): no incident to read or lock
     with _cache() as cache:
         if to_match:
             lo = _utc(to_match[0].published) - window
