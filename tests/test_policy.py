@@ -102,3 +102,18 @@ def test_full_fetch_comes_due_once_a_day() -> None:
     assert policy.wants_full_fetch(None, NOW, P)
     assert not policy.wants_full_fetch(NOW - timedelta(hours=23), NOW, P)
     assert policy.wants_full_fetch(NOW - timedelta(hours=25), NOW, P)
+
+
+def test_a_poll_made_late_keeps_the_feeds_cadence() -> None:
+    hour = timedelta(hours=1)
+    # due 40 s ago (waiting for a lane, storing): the next check is an hour after it was due, not after now
+    assert decide(
+        "ok", override=3600.0, scheduled=NOW - timedelta(seconds=40)
+    ).next_check_at == NOW + hour - timedelta(seconds=40)
+    # after downtime longer than the interval the cadence starts again from now (no burst of catch-up polls)
+    assert decide("ok", override=3600.0, scheduled=NOW - 3 * hour).next_check_at == NOW + hour
+    # polled before it was due (poll --all): from now
+    assert decide("ok", override=3600.0, scheduled=NOW + timedelta(minutes=5)).next_check_at == NOW + hour
+    # failures back off from now, whatever the schedule said
+    failed = decide("error", error_kind="http_5xx", override=3600.0, scheduled=NOW - timedelta(seconds=40))
+    assert failed.next_check_at > NOW

@@ -97,10 +97,17 @@ def decide(
     override: float | None,
     publish_interval: float | None,
     p: PollingSettings,
+    scheduled: datetime | None = None,
 ) -> StateChange:
+    """The feed's next check and error state after a poll. `scheduled` is when the poll was due: a healthy feed
+    polled late by less than an interval keeps its cadence (the next check is counted from when it was due), so
+    time spent waiting for a free lane or for the store does not push every later poll back."""
     if outcome.kind != "error":
         wait = success_interval(override=override, publish_interval=publish_interval, ttl=outcome.ttl, p=p)
-        return StateChange(now + timedelta(seconds=wait), 0, None, None, False, None, True)
+        start = now
+        if scheduled is not None and scheduled <= now < scheduled + timedelta(seconds=wait):
+            start = scheduled
+        return StateChange(start + timedelta(seconds=wait), 0, None, None, False, None, True)
     kind = outcome.error_kind or "error"
     if kind == "gone":
         # 410 is the publisher saying the feed will not come back; polling it again is noise.

@@ -29,7 +29,7 @@ from monitor.config.models import PollingSettings
 from monitor.errors import ParseError
 from monitor.ingest import policy
 from monitor.ingest.parse import ParsedFeed, ParseLimits, parse_feed
-from monitor.store.engine import session_scope
+from monitor.store.engine import write_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
 from monitor.store.locks import transaction_lock
@@ -244,7 +244,7 @@ class Poller:
         return self.config.settings.polling
 
     def sync(self) -> None:
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             sync_feeds(s, self.config.feeds)
 
     async def run(
@@ -262,7 +262,7 @@ class Poller:
         from monitor.ingest.fetch import Fetcher, FetchLimits, FetchRequest
 
         report = PollReport(started=now_fn())
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             feeds = claim_feeds(
                 s,
                 now=report.started,
@@ -422,7 +422,7 @@ class Poller:
             res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
             return res
         try:
-            with session_scope(self.engine) as s:
+            with write_scope(self.engine) as s:
                 row = s.get(Feed, feed.id, with_for_update=s.get_bind().dialect.name == "postgresql")
                 if row is None:
                     raise LookupError(f"feed {feed.id} vanished during the poll")
@@ -455,7 +455,7 @@ class Poller:
             res.outcome, res.error_kind, res.new, res.updated, res.linked = "error", "store", 0, 0, 0
             res.error = f"{feed.url}: could not store: {type(exc).__name__}: {exc}"
             res.new_item_ids = []
-            with session_scope(self.engine) as s:
+            with write_scope(self.engine) as s:
                 row = s.get(Feed, feed.id)
                 if row is not None:
                     self._apply_state(
@@ -476,7 +476,7 @@ class Poller:
         if not self._states:
             return
         rows, self._states = self._states, []
-        with session_scope(self.engine) as s:
+        with write_scope(self.engine) as s:
             s.execute(update(Feed), rows)
 
     def _group(self, session: Session, item_ids: list[int], now: datetime) -> None:
@@ -502,6 +502,7 @@ class Poller:
             override=row.interval,
             publish_interval=row.publish_interval,
             p=self.polling,
+            scheduled=row.next_check_at,
         )
         row.last_fetch_at = now
         row.last_status = fetched.status

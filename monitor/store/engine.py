@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,3 +62,22 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         except BaseException:
             session.rollback()
             raise
+
+
+_WRITE_LOCKS: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+@contextmanager
+def write_scope(engine: Engine) -> Iterator[Session]:
+    """`session_scope` for a transaction that writes. On SQLite the threads of this process take turns before
+    they begin: meeting at SQLite's own lock instead, a waiting writer sleeps in SQLite's busy handler (up to
+    100 ms a try) long after the lock is free, and a poll with several lanes spends its time asleep."""
+    if not is_sqlite(engine):
+        with session_scope(engine) as session:
+            yield session
+        return
+    with _WRITE_LOCKS_GUARD:
+        lock = _WRITE_LOCKS.setdefault(engine, threading.Lock())
+    with lock, session_scope(engine) as session:
+        yield session
