@@ -871,8 +871,8 @@ def test_a_warm_cache_reads_only_the_incidents_changed_since_its_last_call(
     alone.dispose()
 
 
-def test_every_pair_compare_accepts_shares_an_index_key() -> None:
-    from monitor.incidents import TEXT_MIN, _compare, _keys, _Member, _rank
+def test_every_pair_compare_accepts_meets_in_the_index() -> None:
+    from monitor.incidents import TEXT_MIN, _compare, _Index, _keys, _Member, _rank, _Slot
 
     members = []
     for n, (story, places) in enumerate(_corpus(40, seed=3)):
@@ -890,13 +890,27 @@ def test_every_pair_compare_accepts_shares_an_index_key() -> None:
             places=places,
         )
         members.append(_Member.of(item))
-    accepted = 0
+    index = _Index()
+    slots = {}
+    for m in members:
+        slots[m.item_id] = _Slot(1, m, _keys(m), True)
+        index.add(slots[m.item_id])
+    accepted, by_places, place_only_skipped = 0, 0, 0
     for a in members:
+        found: set[_Slot] = set()
+        index.candidates(a, _keys(a), found)
         for b in members:
-            if a is not b and _compare(a, b) is not None:
+            if a is b:
+                continue
+            match = _compare(a, b)
+            if match is not None:
                 accepted += 1
-                assert set(_keys(a)) & set(_keys(b)), (a.item_id, b.item_id)
-    assert accepted > 100
+                by_places += match.kind == "places"
+                assert slots[b.item_id] in found, (a.item_id, b.item_id, match.kind)
+            elif (a.places & b.places) and not a.other_language(b):
+                # one language, a city in common and nothing else: the places rule cannot apply, so no candidate
+                place_only_skipped += slots[b.item_id] not in found
+    assert accepted > 100 and by_places > 0 and place_only_skipped > 0
     # The stems' prefix filter at its worst: the shared stems are the last in the global order, overlap just enough.
     pool = sorted((f"w{i:03d}" for i in range(200)), key=_rank)
     no_people = extract("", "")

@@ -267,7 +267,8 @@ def reclassify(
                 session.flush()
                 transaction_lock(session, "incidents")
                 severity = {cid: info.severity for cid, info in clf.categories.items()}
-                group_items(session, regroup, now=utcnow(), severity=severity)
+                window_hours = st.config.settings.grouping.window / 3600
+                group_items(session, regroup, now=utcnow(), severity=severity, window_hours=window_hours)
     per_category = {
         cid: {"gained": gained.get(cid, 0), "lost": lost.get(cid, 0)}
         for cid in sorted(set(clf.categories) | set(gained) | set(lost))

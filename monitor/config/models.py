@@ -94,8 +94,14 @@ class RetentionSettings(Strict):
     unmatched_days: int | None = Field(30, ge=1)
 
 
+class GroupingSettings(Strict):
+    # Reports join an incident whose reports lie within this much time of theirs; later, a new incident opens.
+    window: Duration = Field(72 * 3600, gt=0)
+
+
 class Settings(Strict):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     polling: PollingSettings = Field(default_factory=PollingSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    grouping: GroupingSettings = Field(default_factory=GroupingSettings)

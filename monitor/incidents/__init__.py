@@ -322,7 +322,9 @@ def _compare(item: _Member, other: _Member) -> _Match | None:
 #   t * |A| minus a hair so that float rounding can only lengthen the prefix.)
 # - "names" on two names: |a.names & b.names| >= NAMES_MIN, so by the same argument with an overlap of 2 the
 #   first |A| - 1 names of each (same global order) share one: the "n:" keys.
-# - "places": `_place_evidence` returns None unless `a.places & b.places` is non-empty -> a shared "g:" key.
+# - "places": `_place_evidence` returns None unless `a.places & b.places` is non-empty and the two are in other
+#   languages (`other_language`) -> a shared "g:" key, probed under every (language, script) in the index that
+#   `other_language` would accept.
 #
 # The other conditions (a shared category, the time window, not the item itself) are checked on the candidates
 # exactly as before; the best match is the maximum of (score, -incident, -report), a total order, so the order in
@@ -347,14 +349,28 @@ def _prefix(n: int, overlap: float) -> int:
 
 
 def _keys(m: _Member) -> tuple[str, ...]:
+    """The keys a report is indexed under (see `_Index.candidates` for the keys it probes with)."""
     f = m.features
     keys = [f"p:{p}" for p in f.persons]
     names = sorted(f.names, key=_rank)
     keys += [f"n:{n}" for n in names[: max(len(names) - NAMES_MIN + 1, 0)]]
-    keys += [f"g:{g}" for g in m.places]
+    tag = _tag(m)
+    keys += [f"g:{tag}:{g}" for g in m.places]
     stems = sorted(f.stems, key=_rank)
     keys += [f"s:{s}" for s in stems[: _prefix(len(stems), TEXT_MIN)]]
     return tuple(keys)
+
+
+def _tag(m: _Member) -> str:
+    return f"{m.language or ''}|{m.script}"
+
+
+def _other_language(m: _Member, tag: str) -> bool:
+    """`_Member.other_language` against any report carrying `tag`."""
+    language, script = tag.split("|", 1)
+    if m.language and language:
+        return m.language != language
+    return m.script != script
 
 
 class _Slot:
@@ -370,10 +386,14 @@ class _Slot:
 class _Index:
     def __init__(self) -> None:
         self.postings: dict[str, set[_Slot]] = {}
+        self.tags: dict[str, int] = {}  # "language|script" -> reports indexed under places
 
     def add(self, slot: _Slot) -> None:
         for k in slot.keys:
             self.postings.setdefault(k, set()).add(slot)
+        if slot.member.places:
+            tag = _tag(slot.member)
+            self.tags[tag] = self.tags.get(tag, 0) + 1
 
     def remove(self, slot: _Slot) -> None:
         for k in slot.keys:
@@ -382,12 +402,31 @@ class _Index:
                 p.discard(slot)
                 if not p:
                     del self.postings[k]
+        if slot.member.places:
+            tag = _tag(slot.member)
+            left = self.tags[tag] - 1
+            if left:
+                self.tags[tag] = left
+            else:
+                del self.tags[tag]
 
-    def candidates(self, keys: Iterable[str], out: set[_Slot]) -> None:
+    def candidates(self, m: _Member, keys: Iterable[str], out: set[_Slot]) -> None:
+        """The reports sharing a key with `m`, whose index keys are `keys`. Place keys carry the language:
+        `m` probes them only under the languages the places rule can pair it with, so that reports in one
+        language, which never match on places alone, are not compared for sharing a city."""
         for k in keys:
+            if k.startswith("g:"):
+                continue
             p = self.postings.get(k)
             if p:
                 out |= p
+        if m.places:
+            for tag in self.tags:
+                if _other_language(m, tag):
+                    for g in m.places:
+                        p = self.postings.get(f"g:{tag}:{g}")
+                        if p:
+                            out |= p
 
 
 # ---- the stored fingerprints, cached per process --------------------------------------------------------------
@@ -405,7 +444,7 @@ class _Index:
 
 _REV = re.compile(r'^\{\s*"_rev"\s*:\s*"([0-9a-f]{32})"')
 _REV_CHARS = 64
-_EXPIRE_SLACK = timedelta(hours=6)  # the horizon moves on in steps, not with every call
+EXPIRE_STEPS = 12  # the horizon moves on in steps of a twelfth of the window (6 h of 72 h), not with every call
 
 
 def _rev_of(body: Mapping[str, Any]) -> str:
@@ -472,9 +511,9 @@ class _Cache:
         for s in c.slots.values() if c is not None else ():
             self.index.remove(s)
 
-    def expire(self, before: datetime) -> None:
-        """Forget incidents whose last report is older than `before`, once the horizon is well behind it."""
-        if self.horizon is None or before - self.horizon < _EXPIRE_SLACK:
+    def expire(self, before: datetime, slack: timedelta) -> None:
+        """Forget incidents whose last report is older than `before`, once the horizon is `slack` behind it."""
+        if self.horizon is None or before - self.horizon < slack:
             return
         for inc_id in [i for i, c in self.incidents.items() if c.last < before]:
             self.drop(inc_id)
@@ -732,8 +771,8 @@ def group_items(
             me = fresh[item.id]
             candidates: set[_Slot] = set()
             keys = _keys(me)
-            cache.index.candidates(keys, candidates)
-            overlay.candidates(keys, candidates)
+            cache.index.candidates(me, keys, candidates)
+            overlay.candidates(me, keys, candidates)
             best: tuple[float, int, _Match] | None = None
             for slot in candidates:
                 inc_id, other = slot.inc_id, slot.member
@@ -820,7 +859,7 @@ def group_items(
             _refresh(
                 session, chunk, now, severity, fresh, added, full, members_changed, stats, cache, head + 1
             )
-        cache.expire(lo)
+        cache.expire(lo, window / EXPIRE_STEPS)
     stats.new_incidents.sort()
     stats.updated_incidents.sort()
     return stats
