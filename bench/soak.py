@@ -3,6 +3,7 @@
     python bench/soak.py                              # 2,000 feeds, 60 s cycles, 10 minutes, SQLite
     python bench/soak.py --duration 3m --period 30s   # shorter
     python bench/soak.py --db postgresql://...        # on PostgreSQL
+    python bench/soak.py --window 5m                  # incidents close within the run: memory levels off
 
 The feed server runs in its own process (`python bench/soak.py serve ...`). Feed i at cycle k lists its ten latest
 entries (k-9..k), so every cycle adds one new entry per feed; 5% of the feeds fail in assorted ways (HTTP 500, 404,
@@ -286,12 +287,14 @@ class Feeds:
         self.start = time.monotonic()
         self.base = datetime.now(UTC).replace(microsecond=0)
         self.frozen_at: int | None = None
+        self.frozen_t = 0.0  # when (s since start) the feeds stopped changing
         step = max(1, round(1 / failing)) if failing > 0 else 0
         self.failing = (
             {i: FAIL_KINDS[n % len(FAIL_KINDS)] for n, i in enumerate(range(0, count, step))} if step else {}
         )
         self.lock = threading.Lock()
         self.served: dict[int, set[int]] = {}
+        self.hits: dict[int, list[float]] = {}  # healthy feed -> when the service fetched it (s since start)
         self.statuses: Counter[str] = Counter()
 
     def version(self) -> int:
@@ -376,11 +379,14 @@ class _Handler(BaseHTTPRequestHandler):
                     "failing": {str(i): kind for i, kind in feeds.failing.items()},
                     "statuses": dict(feeds.statuses),
                     "version": feeds.version(),
+                    "hits": {str(i): v for i, v in feeds.hits.items()},
+                    "frozen_t": feeds.frozen_t,
                 }
             self._send(200, json.dumps(data).encode(), {"Content-Type": "application/json"})
             return
         if path == "/__freeze":
             feeds.frozen_at = feeds.version()
+            feeds.frozen_t = time.monotonic() - feeds.start
             self._send(200, str(feeds.frozen_at).encode())
             return
         try:
@@ -425,6 +431,9 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             k = feeds.version()
             etag = f'"{i}-{k}"'
+            if not baseline:
+                with feeds.lock:
+                    feeds.hits.setdefault(i, []).append(round(time.monotonic() - feeds.start, 3))
             if self.headers.get("If-None-Match") == etag:
                 self._send(304, b"", {"ETag": etag})
                 return
@@ -497,7 +506,7 @@ def http_get(url: str, timeout: float = 10) -> bytes:
         return bytes(resp.read())
 
 
-def write_config(folder: Path, base: str, count: int, period: float) -> Path:
+def write_config(folder: Path, base: str, count: int, period: float, window: str | None = None) -> Path:
     import yaml
 
     from monitor.config.load import packaged_dir
@@ -513,6 +522,8 @@ def write_config(folder: Path, base: str, count: int, period: float) -> Path:
         {"allow_private_networks": True, "per_host": 20, "max_concurrency": 20, "total_timeout": "10s"}
     )
     settings["polling"].update({"min_interval": interval, "default_interval": interval})
+    if window:
+        settings.setdefault("grouping", {})["window"] = window
     (cfg / "settings.yaml").write_text(yaml.safe_dump(settings), encoding="utf-8")
     (cfg / "digests.yaml").unlink(missing_ok=True)  # no SMTP here: the soak is about ingestion
     return cfg
@@ -565,6 +576,26 @@ def served_entries(served: dict[str, list[int]]) -> Iterator[tuple[int, int]]:
 def expected_entries(served: dict[str, list[int]]) -> Iterator[str]:
     for i, j in served_entries(served):
         yield f"https://soak{i % 50}.example.org/{i}/{j}"
+
+
+def fetch_schedule(stats: dict[str, Any], healthy: list[int], period: float) -> dict[str, Any]:
+    """How well the service kept each healthy feed's cadence, from when the server saw it fetch each one (up to
+    the freeze): a feed first fetched at t0 is due at t0 + n * period, whatever the server's own clock."""
+    frozen_t = float(stats["frozen_t"])
+    hits = {i: [t for t in stats["hits"].get(str(i), []) if t < frozen_t] for i in healthy}
+    made = [len(v) for v in hits.values()]
+    due = [int((frozen_t - v[0]) // period) + 1 if v else 1 for v in hits.values()]
+    gaps = sorted(b - a for v in hits.values() for a, b in itertools.pairwise(v))
+    return {
+        "rounds": min(made, default=0),
+        "expected": min(due, default=0),
+        "due": sum(due),
+        "behind": sum(max(0, d - m) for d, m in zip(due, made, strict=True)),
+        "median": statistics.median(gaps) if gaps else 0.0,
+        "p99": gaps[int(0.99 * (len(gaps) - 1))] if gaps else 0.0,
+        "max": gaps[-1] if gaps else 0.0,
+        "late": sum(1 for g in gaps if g > period + 10),
+    }
 
 
 def story_of(i: int, j: int) -> tuple[int, int] | None:
@@ -633,7 +664,7 @@ def soak(args: argparse.Namespace) -> int:
             f"baseline: one bare round of {args.feeds - len(failing)} GETs: {base_cpu:.2f} s CPU, {base_wall:.2f} s wall"
         )
 
-        cfg = write_config(work, base, args.feeds, period)
+        cfg = write_config(work, base, args.feeds, period, args.window)
         log_path = work / "service.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("MONITOR_")}
         with socket.socket() as probe:  # a free port for the service's HTTP server
@@ -735,6 +766,7 @@ def soak(args: argparse.Namespace) -> int:
         extra = set(stored) - served
         versions = [set(stats["served"].get(str(i), [])) for i in range(args.feeds) if i not in failing]
         complete = sum(1 for k in range(WINDOW, frozen + 1) if all(k in v for v in versions))
+        schedule = fetch_schedule(stats, [i for i in range(args.feeds) if i not in failing], period)
         warm_cpu, warm_rss = first_cycle or (cpu_start, rss_start)
         warm_polls = next((p for _, c, _, p in samples if c >= warm_cpu), 0.0)
         total_polls = samples[-1][3] if samples else 0.0
@@ -747,7 +779,17 @@ def soak(args: argparse.Namespace) -> int:
             f"{duration / 60:.1f} min, {db_url.split(':', 1)[0]}"
         )
         print(
-            f"  cycles completed            {complete} of {frozen - WINDOW + 1} versions served to every healthy feed"
+            f"  cycles completed            {schedule['rounds']} rounds in which every healthy feed was fetched "
+            f"({schedule['expected']} due by its own cadence); {schedule['behind']} of {schedule['due']} fetches "
+            f"due were not made"
+        )
+        print(
+            f"  time between two fetches    median {schedule['median']:.1f} s, p99 {schedule['p99']:.1f} s, "
+            f"max {schedule['max']:.1f} s (interval {period:.0f} s); {schedule['late']} gaps over {period + 10:.0f} s"
+        )
+        print(
+            f"  versions seen by all feeds  {complete} of {frozen - WINDOW + 1} (a feed fetched just after its "
+            "change skips one version: its entries come with the next)"
         )
         print(
             f"  feed polls                  {total_polls:.0f} ({total_polls / args.feeds:.1f} rounds of all feeds)"
@@ -807,6 +849,12 @@ def main(argv: list[str] | None = None) -> int:
         )
     srv.add_argument("--port", type=int, default=0)
     parser.add_argument("--duration", default="10m")
+    parser.add_argument(
+        "--window",
+        default=None,
+        help="grouping window (default: the packaged 72h); entries are one period apart, so e.g. 5m closes "
+        "incidents five cycles after their last report, within the run",
+    )
     parser.add_argument("--db", default=None, help="SQLAlchemy URL (default: SQLite in the work folder)")
     parser.add_argument("--keep", default=None, metavar="DIR", help="work in DIR and keep it (database, log)")
     args = parser.parse_args(argv)

@@ -321,3 +321,50 @@ def test_documents_are_parsed_in_worker_processes_with_the_same_result(
     assert all("Подробности." in t for t in texts)
     if (os.cpu_count() or 1) > 1:
         assert poll_module._POOL is not None  # the documents really went to the worker processes
+
+
+@pytest.mark.parametrize(("window", "incidents"), [("72h", 1), ("2h", 2)])
+def test_the_grouping_window_comes_from_the_settings(
+    engine: Engine, server: FeedServer, config_dir: Path, window: str, incidents: int
+) -> None:
+    from monitor.config.durations import parse_duration
+    from monitor.rules import load_classifier
+    from monitor.store.models import Incident
+
+    settings = config_dir / "settings.yaml"
+    text = settings.read_text(encoding="utf-8")
+    assert "  window: 72h" in text
+    settings.write_text(text.replace("  window: 72h", f"  window: {window}"), encoding="utf-8")
+    morning = datetime(2026, 3, 9, 8, 0, tzinfo=UTC)
+    server.add(
+        "/a.xml",
+        body=rss(
+            [
+                It(
+                    "Police detain activist Aigul Utepova at Almaty rally",
+                    "Activist Aigul Utepova was detained by police at a rally in Almaty on Sunday.",
+                    published=morning,
+                )
+            ]
+        ),
+    )
+    server.add(
+        "/b.xml",
+        body=rss(
+            [
+                It(
+                    "Aigul Utepova held after protest",
+                    "Officers detained the activist Aigul Utepova after a protest; she faces a fine, her lawyer said.",
+                    published=morning + timedelta(hours=3),
+                )
+            ]
+        ),
+    )
+    cfg = make_config(config_dir, [("a", server.url("/a.xml")), ("b", server.url("/b.xml"))])
+    assert cfg.settings.grouping.window == parse_duration(window)
+    asyncio.run(poll_once(engine, cfg, load_classifier(config_dir), ignore_schedule=True))
+    with Session(engine) as s:
+        grouped = s.exec(select(Item.incident_id).where(Item.incident_id.is_not(None))).all()  # type: ignore[union-attr]
+        assert len(grouped) == 2  # both reports were classified and grouped
+        assert count(engine, Incident) == incidents
+
