@@ -367,4 +367,3 @@ def test_the_grouping_window_comes_from_the_settings(
         grouped = s.exec(select(Item.incident_id).where(Item.incident_id.is_not(None))).all()  # type: ignore[union-attr]
         assert len(grouped) == 2  # both reports were classified and grouped
         assert count(engine, Incident) == incidents
-

@@ -444,7 +444,8 @@ class _Index:
 
 _REV = re.compile(r'^\{\s*"_rev"\s*:\s*"([0-9a-f]{32})"')
 _REV_CHARS = 64
-EXPIRE_STEPS = 12  # the horizon moves on in steps of a twelfth of the window (6 h of 72 h), not with every call
+# The horizon moves on in steps of a twelfth of the window (6 h of 72 h), not with every call.
+EXPIRE_STEPS = 12
 
 
 def _rev_of(body: Mapping[str, Any]) -> str:
