@@ -76,6 +76,43 @@ def test_sentence_initial_and_common_words_are_not_names() -> None:
     assert f.persons == {"+".join(sorted((name_key("Ivan"), name_key("Petrov"))))}
 
 
+def _person(a: str, b: str) -> str:
+    return "+".join(sorted((name_key(a), name_key(b))))
+
+
+def test_a_capitalised_word_before_a_name_at_a_sentence_start_is_not_part_of_it() -> None:
+    # Every blogger called Daniyar would otherwise share the person "Blogger Daniyar".
+    assert extract("", "Blogger Daniyar Sadykov was charged.").persons == {_person("Daniyar", "Sadykov")}
+    assert extract("", "Активиста Марата Оспанова задержали.").persons == {_person("Марата", "Оспанова")}
+    f = extract("", "Blogger Daniyar was charged on Monday, the blogger's lawyer said.")
+    assert f.persons == set() and f.names == {name_key("Daniyar")}
+    # A name that opens a sentence is still a name.
+    assert extract("", "Marat Ospanov was detained.").persons == {_person("Marat", "Ospanov")}
+
+
+def test_a_full_name_with_a_patronymic_is_also_first_name_and_surname() -> None:
+    for text in ("Марат Нурланович Оспанов задержан.", "Суд арестовал Марата Нурлановича Оспанова."):
+        assert _person("Marat", "Ospanov") in extract("", text).persons, text
+    assert _person("Marat", "Ospanov") in extract("", "Марат Нұрланұлы Оспанов ұсталды.").persons
+
+
+def test_two_people_sharing_a_first_name_are_two_incidents(engine: Engine) -> None:
+    first = Story(
+        title="Blogger fined over posts",
+        text="Blogger Daniyar Sadykov was fined by a court in Almaty for spreading false information online.",
+        categories=["prosecution"],
+    )
+    second = Story(
+        title="Blogger fined for a video",
+        text="Blogger Daniyar Bekov was fined by a court in Shymkent over a video about local officials.",
+        categories=["prosecution"],
+        hours=5,
+        feed="feed-b",
+    )
+    new, _, _ = group(engine, store(engine, [first, second]))
+    assert len(new) == 2
+
+
 def test_same_story_in_english_russian_and_kazakh_is_one_incident(engine: Engine) -> None:
     ids = store(engine, [MAMAI_EN, MAMAI_RU, MAMAI_KK])
     new, updated, assigned = group(engine, ids)

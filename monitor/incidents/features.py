@@ -198,11 +198,19 @@ def _is_title_case(title: str) -> bool:
     return len(long) >= 3 and sum(w[0].isupper() for w in long) / len(long) > 0.6
 
 
+# Patronymics, inflected too: Нурланович/Нурлановича, Нурлановна/Нурлановной, Нұрланұлы, Nurlanovich, Nurlanuly.
+_PATRONYMIC = re.compile(
+    r"(?:ович|евич|овн|евн|ичн)[а-я]{0,3}$|(?:ұлы|улы|қызы|кызы|ovich|evich|ovna|evna|uly|kyzy|qyzy)\w{0,2}$"
+)
+
+
 def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
     names: set[str] = set()
     persons: set[str] = set()
-    prev_key: str | None = None  # key of the previous word if it was a capitalised name word right before
-    prev_word = ""
+    # Runs of capitalised name words, each word as (key, word, starts a sentence).
+    runs: list[list[tuple[str, str, bool]]] = []
+    run: list[tuple[str, str, bool]] = []
+    lower: set[str] = set()  # stems of words the text writes in lower case somewhere: common nouns
     prev_end = -1
     for m in _WORD.finditer(text):
         word = m.group()
@@ -210,11 +218,28 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
         initial = prev_end < 0 or bool(_SENTENCE_END.search(text[max(0, m.start() - 4) : m.start()]))
         capital = word[0].isupper() and len(word) >= 3
         key = name_key(word) if capital else ""
+        if word[0].islower():
+            lower.add(_stem(word))
         if not capital or key in _NOT_NAME_KEYS or len(key) < 3:
-            prev_key = None
+            run = []
         else:
-            adjacent = prev_key is not None and gap.strip(" -\u00a0") == ""
-            if adjacent and prev_key is not None:
+            if not (run and gap.strip(" -\u00a0") == ""):
+                run = []
+                runs.append(run)
+            run.append((key, word, initial))
+        prev_end = m.end()
+    for words in runs:
+        key, word, initial = words[0]
+        # A capitalised word opening a sentence is a name only if it could be one: "Blogger Daniyar Sadykov" or
+        # "Blogger Daniyar ... a blogger" puts a common noun before the name, and must not make "Blogger
+        # Daniyar" a person whom every blogger called Daniyar would share.
+        # A patronymic in second place ("Marat Nurlanovich Ospanov") says the run is one full name.
+        full_name = len(words) >= 3 and bool(_PATRONYMIC.search(words[1][1].casefold()))
+        if initial and len(words) > 1 and ((len(words) >= 3 and not full_name) or _stem(word) in lower):
+            words = words[1:]
+        for n, (key, word, initial) in enumerate(words):
+            if n:
+                prev_key, prev_word, _ = words[n - 1]
                 pair = "+".join(sorted((prev_key, key)))
                 persons.add(pair)
                 names.add(prev_key)
@@ -222,8 +247,11 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
             if not initial:
                 names.add(key)
             surface.setdefault(key, word)
-            prev_key, prev_word = key, word
-        prev_end = m.end()
+        if full_name:  # "Marat Nurlanovich Ospanov" is also "Marat Ospanov"
+            (first, first_word, _), (last, last_word, _) = words[0], words[2]
+            pair = "+".join(sorted((first, last)))
+            persons.add(pair)
+            surface.setdefault(pair, f"{first_word} {last_word}")
     return names, persons
 
 
