@@ -369,3 +369,40 @@ def test_check_reports_bad_digests_with_file_and_line(config_dir: Path, cli: Cli
     errors = json.loads(res.stdout)["errors"]
     (e,) = [e for e in errors if e["file"].endswith("digests.yaml")]
     assert e["line"] == 3 and e["field"] == "digests[0].schedule" and "cron" in e["message"]
+
+
+def test_cli_discard_drops_an_undeliverable_message_and_the_next_one_carries_its_incidents(
+    engine: Engine, config_dir: Path, db_url: str, cli: CliRunner, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def handle_RCPT(server: Any, session: Any, envelope: Any, address: str, options: list[str]) -> str:
+        if not address.startswith("desk@"):
+            return "550 5.1.1 mailbox unavailable"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    write_digests(config_dir, ALL_TIME)
+    _seed(engine)
+    base = ["--config", str(config_dir), "--db", db_url]
+    with SmtpServer() as srv:
+        monkeypatch.setattr(srv.handler, "handle_RCPT", handle_RCPT, raising=False)
+        monkeypatch.setenv("MONITOR_SMTP_URL", srv.url())
+        assert cli.invoke(app, [*base, "digest", "daily"]).exit_code == 1  # every recipient refused
+        # The address is fixed in digests.yaml, but the pending message keeps the recipients it was built with.
+        write_digests(
+            config_dir,
+            ALL_TIME.replace('["Аналитик <analyst@example.org>", other@example.org]', "[desk@example.org]"),
+        )
+        assert cli.invoke(app, [*base, "digest", "daily"]).exit_code == 1
+        assert srv.messages == []
+        res = cli.invoke(app, [*base, "digest", "daily", "--discard"])
+        assert res.exit_code == 0, res.output
+        assert "discarded the undelivered message" in res.output and "550" in res.output
+        res = cli.invoke(app, [*base, "digest", "daily", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)["incidents"] == 2  # both incidents of the discarded message
+        assert [m.rcpt_tos for m in srv.messages] == [["desk@example.org"]]
+        res = cli.invoke(app, [*base, "digest", "daily", "--discard"])
+        assert res.exit_code == 0 and "no undelivered message" in res.output
+        res = cli.invoke(app, [*base, "digest", "--status", "--json"])
+        (row,) = json.loads(res.stdout)["digests"]
+        assert res.exit_code == 0 and row["pending"] is None and row["delivered"] == 1

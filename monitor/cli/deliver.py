@@ -79,6 +79,14 @@ def _describe(run: Any) -> str:
         return f"{run.digest}: another run is delivering this digest right now"
     if run.status == "dry_run":
         return f"{run.digest}: {what}; wrote {run.eml_path} and {run.html_path} (nothing sent)"
+    if run.status == "discarded":
+        why = f"; last error: {run.error}" if run.error else ""
+        return (
+            f"{run.digest}: discarded the undelivered message {run.message_id} ({what}, {run.attempts} "
+            f"attempt(s){why}); its incidents go into the next message"
+        )
+    if run.status == "none":
+        return f"{run.digest}: no undelivered message, nothing discarded"
     return f"{run.digest}: {run.status}"
 
 
@@ -90,12 +98,27 @@ def digest(
     out_dir: Path | None = typer.Option(None, "--out", metavar="DIR", help="Folder for --dry-run output."),
     status: bool = typer.Option(False, "--status", help="Show deliveries and pending (failed) digests."),
     retry: bool = typer.Option(False, "--retry", help="Resend pending digests whose backoff has expired."),
+    discard: bool = typer.Option(
+        False,
+        "--discard",
+        help="Drop NAME's undelivered message (it keeps the recipients it was built with and blocks later ones); "
+        "its incidents go into the next message.",
+    ),
     as_json: bool = JsonOpt,
 ) -> None:
     """Build and deliver one digest now; exit 1 if it could not be delivered (it stays pending and is retried)."""
-    from monitor.deliver.digest import deliver_digest, digest_status, retry_pending
+    from monitor.deliver.digest import deliver_digest, digest_status, discard_pending, retry_pending
 
     st = state(ctx)
+    if discard:
+        if not name or status or retry or dry_run or out_dir:
+            fail("--discard takes a digest name and no other option")
+        run = discard_pending(st.engine(), name)
+        if as_json:
+            print_json(run.to_json())
+        else:
+            (out if run.status != "busy" else err).print(_describe(run), highlight=False, markup=False)
+        raise typer.Exit(EXIT_PROBLEMS if run.status == "busy" else EXIT_OK)
     if status or retry:
         if name or dry_run or out_dir:
             fail("--status and --retry take no digest name, --dry-run or --out")

@@ -2,6 +2,7 @@
 
     deliver_digest(engine, config_dir, name, now=, dry_run_out=) -> DigestRun
     retry_pending(engine, config_dir, now=) -> [DigestRun]      pending messages whose backoff has expired
+    discard_pending(engine, name, now=) -> DigestRun             drop an undeliverable message; its incidents wait
     digest_status(engine) -> [dict]                             per digest: position, last delivery, pending message
     delivered_digests(session, name=None) -> [DigestOutbox]     the archive (newest first), for the site
 
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-from sqlalchemy import Engine, and_, case, false, func, or_, true, update
+from sqlalchemy import Engine, and_, case, delete, false, func, or_, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -84,7 +85,7 @@ _after_send: Callable[[DigestOutbox], None] | None = None
 
 @dataclass
 class DigestRun:
-    """What one delivery attempt did. status: delivered | pending | empty | dry_run | busy."""
+    """What one delivery attempt did. status: delivered | pending | empty | dry_run | busy | discarded | none."""
 
     digest: str
     status: str
@@ -874,6 +875,32 @@ def retry_pending(engine: Engine, config_dir: Path, *, now: datetime | None = No
             )
         )
     return [_attempt(engine, i, settings, now, force=False) for i in ids if i is not None]
+
+
+def discard_pending(engine: Engine, name: str, *, now: datetime | None = None) -> DigestRun:
+    """Drop digest `name`'s undelivered message, for one that can never go out as built (a recipient the server
+    refuses for good, an address fixed in digests.yaml since: a pending message keeps the recipients it was built
+    with, and blocks every later message of its digest). Its incidents are released, so the next message
+    includes them. Returns status "discarded", "none" (nothing undelivered) or "busy" (an attempt is running)."""
+    now = now or utcnow()
+    with session_scope(engine) as s:
+        row = s.exec(select(DigestOutbox).where(col(DigestOutbox.open_key) == name)).first()
+        if row is None:
+            return DigestRun(digest=name, status="none")
+        idle = or_(
+            col(DigestOutbox.status) == "pending",
+            and_(col(DigestOutbox.status) == "sending", col(DigestOutbox.lease_until) <= now),
+        )
+        # One conditional UPDATE, as in _claim: an attempt that starts meanwhile wins and this does nothing.
+        taken = s.exec(
+            update(DigestOutbox)
+            .where(col(DigestOutbox.id) == row.id, idle)
+            .values(status="discarded", open_key=None, next_attempt_at=None, lease_until=None)
+        )
+        if taken.rowcount != 1:
+            return _run_of(row, "busy")
+        s.exec(delete(DigestEntry).where(col(DigestEntry.outbox_id) == row.id))
+    return _run_of(row, "discarded")
 
 
 def _iso(dt: datetime | None) -> str | None:
