@@ -744,6 +744,8 @@ def soak(args: argparse.Namespace) -> int:
         service.send_signal(signal.SIGTERM)
         code = service.wait(120)
         stats = json.loads(http_get(base + "/__stats"))
+        if args.keep:  # what the server saw, for a closer look (which feeds were fetched when)
+            (work / "served.json").write_text(json.dumps(stats), encoding="utf-8")
         urls, _ = db_facts(db_url)
         sizes, largest, members = grouping_facts(db_url)
         # Served with civic content: reports of each story (an event (m, j), or the big story).

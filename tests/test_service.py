@@ -132,6 +132,31 @@ def test_scheduler_polls_due_feeds_on_its_tick_and_again_when_they_are_due(
         assert s.exec(select(Feed).where(col(Feed.lease_owner).is_not(None))).all() == []
 
 
+def test_a_feed_that_hangs_does_not_hold_back_feeds_falling_due_meanwhile(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    hang = 5.0
+    server.add("/slow.xml", body=rss(dated(1, prefix="S")), delay=hang)
+    server.add("/fast.xml", body=rss(dated(1, prefix="F")))
+    write_config(
+        config_dir,
+        [
+            {"id": "slow", "url": server.url("/slow.xml"), "interval": "1h"},
+            {"id": "fast", "url": server.url("/fast.xml"), "interval": "1s"},
+        ],
+    )
+
+    async def scenario(service: Service) -> None:
+        await until(lambda: server.requests_for("/slow.xml"), what="the slow feed's fetch")
+        await until(lambda: items(engine) == 2, what="the slow feed's answer")
+        (slow,) = server.requests_for("/slow.xml")
+        during = [r for r in server.requests_for("/fast.xml") if slow.at < r.at < slow.at + hang]
+        # Due every second, the fast feed is fetched again while the slow one hangs (before: only after it).
+        assert len(during) >= 2, [round(r.at - slow.at, 2) for r in server.requests_for("/fast.xml")]
+
+    run_with_service(engine, config_dir, scenario)
+
+
 def test_healthz_is_503_when_the_database_is_unreachable_or_the_scheduler_stopped(
     sqlite_url: str, config_dir: Path
 ) -> None:

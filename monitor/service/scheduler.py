@@ -330,12 +330,21 @@ class Service:
         # would chase its own tail forever, and the work done after a tick (alerts, metrics) would never come.
         due = await asyncio.to_thread(self._count_due, started)
 
+        busy = 0  # lanes inside a batch
+        # How long lanes go on polling feeds that fall due during the tick, while another lane is held up by a slow
+        # fetch: without this, one feed hanging until the fetch timeout made every feed due meanwhile wait for it.
+        overtime = max(self.opts.tick, self.runtime.config.settings.http.total_timeout)
+
         async def lane(index: int) -> None:
             # Each lane claims and polls batch after batch. A batch ends with its slowest feed (one that hangs
             # until the fetch timeout), so with several lanes one slow feed holds up one lane, not the tick.
-            while not self.stopping and summary.feeds < due:
+            nonlocal busy
+            while not self.stopping:
+                if summary.feeds >= due and (busy == 0 or time.perf_counter() - t0 > overtime):
+                    return  # what was due at the start is polled, and no lane holds the tick up
                 rt = self.runtime  # a reload between batches takes effect at the next batch
                 poller = Poller(self.engine, self._lane_config(rt), rt.classifier)
+                busy += 1
                 try:
                     report = await poller.run(
                         worker=self.opts.worker,
@@ -344,9 +353,15 @@ class Service:
                         on_result=self._on_feed_result,
                     )
                 finally:
+                    busy -= 1
                     await asyncio.to_thread(poller.close)
                 if not report.results:
-                    return
+                    if busy == 0 or time.perf_counter() - t0 > overtime:
+                        return
+                    await asyncio.sleep(
+                        min(self.opts.tick, 1.0)
+                    )  # another lane holds the tick: look again soon
+                    continue
                 summary.batches += 1
                 self._add_report(summary, report)
                 batch_new = [i for r in report.results for i in r.new_item_ids]
