@@ -498,3 +498,36 @@ def parse_feed(
         warning=warning,
         dropped=len(raw_entries) - len(kept),
     )
+
+
+# ---- in a worker process ----------------------------------------------------------------------------------
+# Here rather than in the poller, so that a parse worker imports this module and feedparser, not the database layer.
+
+
+@dataclass(frozen=True)
+class ParseFailure:
+    kind: str
+    message: str
+
+
+ParseOutcome = ParsedFeed | ParseFailure
+
+
+def parse_job(
+    body: bytes, url: str, headers: dict[str, str], now: datetime, language: str | None, max_entries: int
+) -> ParseOutcome:
+    """Parse one document; errors come back as values, since exceptions with extra fields do not survive
+    the trip back from a worker process intact."""
+    try:
+        return parse_feed(
+            body,
+            url=url,
+            headers=headers,
+            now=now,
+            default_language=language,
+            limits=ParseLimits(max_entries=max_entries),
+        )
+    except ParseError as exc:
+        return ParseFailure(exc.kind, str(exc).removeprefix(f"{url}: "))
+    except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
+        return ParseFailure("parse", f"could not parse: {type(exc).__name__}: {exc}")

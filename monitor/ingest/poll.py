@@ -26,9 +26,8 @@ from sqlmodel import Session, col, select
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
-from monitor.errors import ParseError
 from monitor.ingest import policy
-from monitor.ingest.parse import ParsedFeed, ParseLimits, parse_feed
+from monitor.ingest.parse import ParseFailure, ParseOutcome, parse_job
 from monitor.store.engine import write_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
@@ -157,36 +156,12 @@ STATE_COLUMNS = (
 STATE_BATCH = 200
 
 
-@dataclass(frozen=True)
-class ParseFailure:
-    kind: str
-    message: str
-
-
-ParseOutcome = ParsedFeed | ParseFailure
-
-
-def parse_job(
-    body: bytes, url: str, headers: dict[str, str], now: datetime, language: str | None, max_entries: int
-) -> ParseOutcome:
-    """Parse one document; errors come back as values, since exceptions with extra fields do not survive
-    the trip back from a worker process intact."""
-    try:
-        return parse_feed(
-            body,
-            url=url,
-            headers=headers,
-            now=now,
-            default_language=language,
-            limits=ParseLimits(max_entries=max_entries),
-        )
-    except ParseError as exc:
-        return ParseFailure(exc.kind, str(exc).removeprefix(f"{url}: "))
-    except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
-        return ParseFailure("parse", f"could not parse: {type(exc).__name__}: {exc}")
-
-
 _POOL: ProcessPoolExecutor | None = None
+
+
+def _workers() -> int:
+    wanted = os.environ.get("MONITOR_PARSE_WORKERS")
+    return int(wanted) if wanted and wanted.isdigit() else min(4, os.cpu_count() or 1)
 
 
 def _parse_pool() -> ProcessPoolExecutor | None:
@@ -194,9 +169,8 @@ def _parse_pool() -> ProcessPoolExecutor | None:
     MONITOR_PARSE_WORKERS=0. forkserver, because forking a process with threads (ours, the DB pool's)
     can copy a held lock into the child."""
     global _POOL
-    wanted = os.environ.get("MONITOR_PARSE_WORKERS")
-    workers = int(wanted) if wanted and wanted.isdigit() else min(4, os.cpu_count() or 1)
-    if workers < 2 and not wanted:
+    workers = _workers()
+    if workers < 2 and not os.environ.get("MONITOR_PARSE_WORKERS"):
         return None
     if workers < 1:
         return None
@@ -205,6 +179,21 @@ def _parse_pool() -> ProcessPoolExecutor | None:
         _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         atexit.register(_reset_parse_pool)
     return _POOL
+
+
+def warm_parse_pool() -> None:
+    """Start the parse workers now: a service does this before it claims feeds, so that no feed's lease runs
+    out while the first poll waits for worker processes to start and import the parser."""
+    pool = _parse_pool()
+    if pool is None:
+        return
+    now = utcnow()
+    # As many jobs at once as there are workers: the pool starts one process for each.
+    jobs = [
+        pool.submit(parse_job, b"", "http://warm-up.invalid/", {}, now, None, 1) for _ in range(_workers())
+    ]
+    for job in jobs:
+        job.result(timeout=120)
 
 
 def _reset_parse_pool() -> None:

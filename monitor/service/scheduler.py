@@ -43,7 +43,7 @@ from monitor import __version__
 from monitor.config.load import Config, collect
 from monitor.errors import ConfigError
 from monitor.ingest import policy
-from monitor.ingest.poll import FeedResult, Poller, PollReport
+from monitor.ingest.poll import FeedResult, Poller, PollReport, warm_parse_pool
 from monitor.service import stages
 from monitor.service.http import HttpServer, Response, json_response
 from monitor.service.locks import exclusive
@@ -161,6 +161,7 @@ class Service:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._sync_feeds)
+        await asyncio.to_thread(warm_parse_pool)
         if self.opts.port is not None:
             self.http = HttpServer(
                 health=self.health,
