@@ -689,7 +689,7 @@ def soak(args: argparse.Namespace) -> int:
                 "--log-format",
                 "json",
                 "--log-level",
-                "warning",
+                args.log_level,
                 "--report-every",
                 "1h",
                 "--no-site",  # the site has its own benchmark (bench/digest_site.py); this one is ingestion
@@ -851,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     srv.add_argument("--port", type=int, default=0)
     parser.add_argument("--duration", default="10m")
+    parser.add_argument("--log-level", default="warning", help="the service's (info: a line per poll tick)")
     parser.add_argument(
         "--window",
         default=None,
