@@ -132,6 +132,7 @@ class Service:
         self.http: HttpServer | None = None
         self.started = utcnow()
         self.last_poll: LastPoll | None = None
+        self._lanes_active = 0  # poll lanes at work, over all running ticks
         self.last_reload_error: str | None = None
         self.stopping = False
         self.abandoned = False  # the shutdown deadline passed with work still running
@@ -275,19 +276,26 @@ class Service:
     def _add_jobs(self) -> None:
         o, add, now = self.opts, self.scheduler.add_job, utcnow()
 
-        def every(job_id: str, fn: Callable[..., Awaitable[None]], seconds: float, first: float = 0) -> None:
+        def every(
+            job_id: str,
+            fn: Callable[..., Awaitable[None]],
+            seconds: float,
+            first: float = 0,
+            instances: int = 1,
+        ) -> None:
             add(
                 self._job(job_id, fn),
                 IntervalTrigger(seconds=seconds),
                 id=job_id,
                 name=job_id,
                 next_run_time=now + timedelta(seconds=first),
-                max_instances=1,
+                max_instances=instances,
                 coalesce=True,  # a tick that could not run on time runs once, not once per missed slot
                 misfire_grace_time=None,
             )
 
-        every("poll", self.poll_tick, o.tick)
+        # One more instance than lanes: a tick that finds every lane busy returns at once (see poll_tick).
+        every("poll", self.poll_tick, o.tick, instances=o.lanes + 1)
         every("feeds-health", self.health_job, o.health_every, first=min(5.0, o.health_every))
         every("retention", self.retention_job, o.retention_every, first=60)
         if stages.digests_available():
@@ -324,53 +332,61 @@ class Service:
 
     async def poll_tick(self) -> None:
         """Claim and poll due feeds batch by batch until none is due (or the service is stopping)."""
+        # Ticks may overlap: a tick whose last lane waits for a feed that hangs until the fetch timeout must not
+        # hold back the feeds falling due meanwhile. A tick starts only the lanes that are free (reserved here,
+        # before any await), so the lanes of all ticks together stay within the concurrency limits.
+        free = self._lanes(self.runtime) - self._lanes_active
+        if free <= 0:
+            return
+        self._lanes_active += free
+        try:
+            await self._poll_lanes(free)
+        finally:
+            self._lanes_active -= free
+
+    async def _poll_lanes(self, lanes: int) -> None:
         started, t0 = utcnow(), time.perf_counter()
         summary = LastPoll(started=started, finished=started)
         new_ids: list[int] = []
         # A tick polls what was due when it began. Without this bound a tick longer than the feeds' interval
         # would chase its own tail forever, and the work done after a tick (alerts, metrics) would never come.
         due = await asyncio.to_thread(self._count_due, started)
-
-        busy = 0  # lanes inside a batch
-        # How long lanes go on polling feeds that fall due during the tick, while another lane is held up by a slow
-        # fetch: without this, one feed hanging until the fetch timeout made every feed due meanwhile wait for it.
-        overtime = max(self.opts.tick, self.runtime.config.settings.http.total_timeout)
+        done = 0  # lanes that have finished: free for the next tick
 
         async def lane(index: int) -> None:
             # Each lane claims and polls batch after batch. A batch ends with its slowest feed (one that hangs
-            # until the fetch timeout), so with several lanes one slow feed holds up one lane, not the tick.
-            nonlocal busy
-            while not self.stopping:
-                if summary.feeds >= due and (busy == 0 or time.perf_counter() - t0 > overtime):
-                    return  # what was due at the start is polled, and no lane holds the tick up
-                rt = self.runtime  # a reload between batches takes effect at the next batch
-                poller = Poller(self.engine, self._lane_config(rt), rt.classifier)
-                busy += 1
-                try:
-                    report = await poller.run(
-                        worker=self.opts.worker,
-                        limit=self.opts.batch,
-                        lease_seconds=self.opts.lease,
-                        on_result=self._on_feed_result,
-                    )
-                finally:
-                    busy -= 1
-                    await asyncio.to_thread(poller.close)
-                if not report.results:
-                    if busy == 0 or time.perf_counter() - t0 > overtime:
+            # until the fetch timeout), so with several lanes one slow feed holds up one lane, not the tick; and
+            # the next tick does not wait for that lane either (see poll_tick).
+            nonlocal done
+            try:
+                while not self.stopping and summary.feeds < due:
+                    rt = self.runtime  # a reload between batches takes effect at the next batch
+                    poller = Poller(self.engine, self._lane_config(rt), rt.classifier)
+                    try:
+                        report = await poller.run(
+                            worker=self.opts.worker,
+                            limit=self.opts.batch,
+                            lease_seconds=self.opts.lease,
+                            on_result=self._on_feed_result,
+                        )
+                    finally:
+                        await asyncio.to_thread(poller.close)
+                    if not report.results:
                         return
-                    await asyncio.sleep(
-                        min(self.opts.tick, 1.0)
-                    )  # another lane holds the tick: look again soon
-                    continue
-                summary.batches += 1
-                self._add_report(summary, report)
-                batch_new = [i for r in report.results for i in r.new_item_ids]
-                if batch_new:
-                    new_ids.extend(batch_new)
-                    await asyncio.to_thread(self._after_new_items, rt, batch_new)
+                    summary.batches += 1
+                    self._add_report(summary, report)
+                    batch_new = [i for r in report.results for i in r.new_item_ids]
+                    if batch_new:
+                        new_ids.extend(batch_new)
+                        await asyncio.to_thread(self._after_new_items, rt, batch_new)
+            finally:
+                done += 1
+                self._lanes_active -= 1
 
-        await asyncio.gather(*(lane(i) for i in range(self._lanes(self.runtime))))
+        try:
+            await asyncio.gather(*(lane(i) for i in range(lanes)))
+        finally:
+            self._lanes_active += done  # poll_tick gives back all of this tick's lanes
         summary.finished, summary.seconds = utcnow(), time.perf_counter() - t0
         self.metrics.cycles.inc()
         self.metrics.last_poll.set(time.time())
