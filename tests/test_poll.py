@@ -367,3 +367,48 @@ def test_the_grouping_window_comes_from_the_settings(
         grouped = s.exec(select(Item.incident_id).where(Item.incident_id.is_not(None))).all()  # type: ignore[union-attr]
         assert len(grouped) == 2  # both reports were classified and grouped
         assert count(engine, Incident) == incidents
+
+
+_STARTER = """
+import os
+import sys
+import time
+
+os.environ["MONITOR_PARSE_WORKERS"] = "2"
+from monitor.ingest import poll
+
+if __name__ == "__main__":
+    poll.warm_parse_pool()
+    print(" ".join(str(pid) for pid in poll._POOL._processes), flush=True)
+    time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_parse_workers_end_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    starter = tmp_path / "starter.py"
+    starter.write_text(_STARTER, encoding="utf-8")
+    proc = subprocess.Popen([sys.executable, str(starter)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        workers = [int(p) for p in proc.stdout.readline().split()]
+        assert len(workers) == 2 and all(_alive(p) for p in workers)
+    finally:
+        proc.kill()  # SIGKILL: no atexit, no pool shutdown
+        proc.wait()
+    deadline = time.monotonic() + 30  # a generous deadline, not a timing assertion
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(p) for p in workers), workers

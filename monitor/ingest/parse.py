@@ -11,7 +11,10 @@ from __future__ import annotations
 import calendar
 import hashlib
 import io
+import os
 import re
+import select
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Mapping
@@ -531,3 +534,29 @@ def parse_job(
         return ParseFailure(exc.kind, str(exc).removeprefix(f"{url}: "))
     except Exception as exc:  # a parser bug must not stop the cycle; record it like any failure
         return ParseFailure("parse", f"could not parse: {type(exc).__name__}: {exc}")
+
+
+def die_with(pid: int) -> None:
+    """Pool initializer: end this worker when process `pid` (the one that started the pool) ends, even by
+    SIGKILL. Without it the workers outlive it: each holds the write end of the pool's job queue, so none ever
+    reads end-of-file, and they keep the forkserver alive too."""
+
+    def watch() -> None:
+        try:
+            fd = os.pidfd_open(pid)  # Linux: readable once the process has ended
+        except (AttributeError, OSError):
+            fd = None
+        if fd is not None:
+            select.select([fd], [], [])
+        else:
+            while True:
+                time.sleep(2)
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                except PermissionError:
+                    pass
+        os._exit(0)
+
+    threading.Thread(target=watch, name="die-with-parent", daemon=True).start()

@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
 from monitor.ingest import policy
-from monitor.ingest.parse import ParseFailure, ParseOutcome, parse_job
+from monitor.ingest.parse import ParseFailure, ParseOutcome, die_with, parse_job
 from monitor.store.engine import write_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
@@ -176,7 +176,9 @@ def _parse_pool() -> ProcessPoolExecutor | None:
         return None
     if _POOL is None:
         ctx = multiprocessing.get_context("forkserver")
-        _POOL = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        _POOL = ProcessPoolExecutor(
+            max_workers=workers, mp_context=ctx, initializer=die_with, initargs=(os.getpid(),)
+        )
         atexit.register(_reset_parse_pool)
     return _POOL
 
