@@ -578,14 +578,20 @@ def expected_entries(served: dict[str, list[int]]) -> Iterator[str]:
         yield f"https://soak{i % 50}.example.org/{i}/{j}"
 
 
+LATE = 10.0  # a fetch this much past its due time is late (the service's tick is 2 s)
+
+
 def fetch_schedule(stats: dict[str, Any], healthy: list[int], period: float) -> dict[str, Any]:
     """How well the service kept each healthy feed's cadence, from when the server saw it fetch each one (up to
-    the freeze): a feed first fetched at t0 is due at t0 + n * period, whatever the server's own clock."""
+    the freeze): a feed first fetched at t0 is due at t0 + n * period, whatever the server's own clock. A fetch
+    due less than LATE before the freeze is not counted as due: it may be on its way."""
     frozen_t = float(stats["frozen_t"])
     hits = {i: [t for t in stats["hits"].get(str(i), []) if t < frozen_t] for i in healthy}
     made = [len(v) for v in hits.values()]
-    due = [int((frozen_t - v[0]) // period) + 1 if v else 1 for v in hits.values()]
-    gaps = sorted(b - a for v in hits.values() for a, b in itertools.pairwise(v))
+    due = [max(int((frozen_t - LATE - v[0]) // period) + 1, 1) if v else 1 for v in hits.values()]
+    pairs = [(a, b) for v in hits.values() for a, b in itertools.pairwise(v)]
+    gaps = sorted(b - a for a, b in pairs)
+    late = [b for a, b in pairs if b - a > period + LATE]
     return {
         "rounds": min(made, default=0),
         "expected": min(due, default=0),
@@ -594,7 +600,8 @@ def fetch_schedule(stats: dict[str, Any], healthy: list[int], period: float) -> 
         "median": statistics.median(gaps) if gaps else 0.0,
         "p99": gaps[int(0.99 * (len(gaps) - 1))] if gaps else 0.0,
         "max": gaps[-1] if gaps else 0.0,
-        "late": sum(1 for g in gaps if g > period + 10),
+        "late": len(late),
+        "last_late": max(late, default=0.0),
     }
 
 
@@ -787,7 +794,8 @@ def soak(args: argparse.Namespace) -> int:
         )
         print(
             f"  time between two fetches    median {schedule['median']:.1f} s, p99 {schedule['p99']:.1f} s, "
-            f"max {schedule['max']:.1f} s (interval {period:.0f} s); {schedule['late']} gaps over {period + 10:.0f} s"
+            f"max {schedule['max']:.1f} s (interval {period:.0f} s); {schedule['late']} gaps over {period + LATE:.0f} s, "
+            f"the last {schedule['last_late']:.0f} s into the run"
         )
         print(
             f"  versions seen by all feeds  {complete} of {frozen - WINDOW + 1} (a feed fetched just after its "
