@@ -40,6 +40,7 @@ class Proc:
             stderr=self._log,
             cwd=log.parent,  # the service writes ./site by default: keep it in the test folder
             env={**os.environ, **(env or {})},
+            start_new_session=True,  # its own process group, as in a terminal: see ctrl_c
         )
 
     def text(self) -> str:
@@ -64,6 +65,10 @@ class Proc:
 
     def signal(self, sig: int) -> None:
         self.p.send_signal(sig)
+
+    def ctrl_c(self) -> None:
+        """What Ctrl-C in a terminal does: SIGINT to every process of the group (parse workers included)."""
+        os.killpg(self.p.pid, signal.SIGINT)
 
     def wait(self, timeout: float = 60.0) -> int:
         return self.p.wait(timeout)
@@ -208,8 +213,9 @@ def test_human_log_names_the_feed_and_its_address(
     proc = spawn(config_dir, sqlite_url, "--watch", "0")
     line = proc.wait_for(r".*feed gone failed.*")[0]
     assert "WARNING" in line and "feed=gone" in line and f"url={server.url('/gone.xml')}" in line
-    proc.signal(signal.SIGINT)
+    proc.ctrl_c()
     assert proc.wait(30) == 0
+    assert "stopped cleanly" in proc.text() and "Traceback" not in proc.text()
 
 
 def test_a_second_run_on_the_same_sqlite_database_refuses_to_start(

@@ -14,6 +14,7 @@ import io
 import os
 import re
 import select
+import signal
 import threading
 import time
 from collections import defaultdict
@@ -536,10 +537,13 @@ def parse_job(
         return ParseFailure("parse", f"could not parse: {type(exc).__name__}: {exc}")
 
 
-def die_with(pid: int) -> None:
-    """Pool initializer: end this worker when process `pid` (the one that started the pool) ends, even by
-    SIGKILL. Without it the workers outlive it: each holds the write end of the pool's job queue, so none ever
-    reads end-of-file, and they keep the forkserver alive too."""
+def worker_init(pid: int) -> None:
+    """Pool initializer. Ctrl-C reaches every process of the terminal's group: the service handles it and
+    shuts the pool down, so a worker ignores it (instead of printing a traceback). And the worker ends when
+    process `pid` (the one that started the pool) ends, even by SIGKILL. Without that the workers outlive it:
+    each holds the write end of the pool's job queue, so none ever reads end-of-file, and they keep the
+    forkserver alive too."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
         try:

@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
 from monitor.ingest import policy
-from monitor.ingest.parse import ParseFailure, ParseOutcome, die_with, parse_job
+from monitor.ingest.parse import ParseFailure, ParseOutcome, parse_job, worker_init
 from monitor.store.engine import write_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
@@ -177,7 +177,7 @@ def _parse_pool() -> ProcessPoolExecutor | None:
     if _POOL is None:
         ctx = multiprocessing.get_context("forkserver")
         _POOL = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=die_with, initargs=(os.getpid(),)
+            max_workers=workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)
         )
         atexit.register(_reset_parse_pool)
     return _POOL
