@@ -412,3 +412,30 @@ def test_parse_workers_end_when_the_process_that_started_them_is_killed(tmp_path
     while any(_alive(p) for p in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(p) for p in workers), workers
+
+
+def test_a_lease_is_renewed_while_its_batch_runs(
+    engine: Engine, server: FeedServer, config_dir: Path
+) -> None:
+    from monitor.ingest.poll import Poller
+
+    server.add("/slow.xml", body=rss(dated(1, prefix="Slow")), delay=5.0)
+    cfg = make_config(config_dir, [("slow", server.url("/slow.xml"))])
+
+    async def main() -> tuple[PollReport, PollReport]:
+        first, second = Poller(engine, cfg), Poller(engine, cfg)
+        try:
+            first.sync()
+            running = asyncio.create_task(first.run(worker="w1", lease_seconds=2.0))
+            await asyncio.sleep(3.0)  # past the first lease: only a renewal keeps the feed from worker w2
+            other = await second.run(worker="w2", lease_seconds=2.0)
+            return await running, other
+        finally:
+            first.close()
+            second.close()
+
+    done, other = asyncio.run(main())
+    assert [r.feed for r in done.results] == ["slow"] and done.results[0].new == 1
+    assert other.results == []
+    assert len(server.requests_for("/slow.xml")) == 1
+    assert feed_row(engine, "slow").lease_owner is None  # the finished poll gave the lease back

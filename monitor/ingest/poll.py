@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import hashlib
 import multiprocessing
 import os
@@ -312,16 +313,47 @@ class Poller:
                     for r in results:
                         on_result(r)
 
+        renewing = None
+        if worker:
+            renewing = asyncio.create_task(
+                self._renew_leases(sorted(snapshot), worker, lease_seconds, now_fn)
+            )
         try:
             async with Fetcher(limits) as fetcher, asyncio.TaskGroup() as tg:
                 # Twice the network concurrency, so fetching goes on while some documents are being stored.
                 for _ in range(min(len(requests), 2 * limits.max_concurrency)):
                     tg.create_task(fetch_and_store(fetcher))
         finally:
+            if renewing is not None:
+                renewing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await renewing
             await loop.run_in_executor(self._writer, self._flush_states)
         report.results.sort(key=lambda r: r.feed)
         report.finished = now_fn()
         return report
+
+    async def _renew_leases(
+        self, ids: list[str], worker: str, lease_seconds: float, now_fn: Callable[[], datetime]
+    ) -> None:
+        """Extend, every third of a lease, the leases of this batch's feeds whose state is not written yet (a
+        written state clears the lease owner): a batch that outlasts its lease (feeds hanging until the fetch
+        timeout, one after another) must not let another worker claim and fetch them again. A worker that dies
+        stops renewing, and its leases run out."""
+        every = max(lease_seconds / 3, 0.05)
+        while True:
+            await asyncio.sleep(every)
+            until = now_fn() + timedelta(seconds=lease_seconds)
+            await asyncio.to_thread(self._extend, ids, worker, until)
+
+    def _extend(self, ids: list[str], worker: str, until: datetime) -> None:
+        with write_scope(self.engine) as s:
+            for i in range(0, len(ids), 500):
+                s.execute(
+                    update(Feed)
+                    .where(col(Feed.id).in_(ids[i : i + 500]), col(Feed.lease_owner) == worker)
+                    .values(lease_until=until)
+                )
 
     async def _handle(
         self, feeds: list[Feed], fetched: Any, forced: set[str], now_fn: Callable[[], datetime]
