@@ -82,8 +82,7 @@ EVENT_EVERY = 8  # about one story in eight is a civic-space event
 BIG_STORY_EVERY, BIG_STORY_AT = 100, 7  # feeds 7, 107, 207, ... carry the big story
 BIG_STORY_PERSON, BIG_STORY_CITY = "Marat Ospanov", "Almaty"
 BIG_STORY_KEY = (-1, -1)  # the big story among the events (m, j) in the report
-# Each kind of event: three wordings (headline, text), one per outlet of the triplet. Headlines never put a
-# capitalised word right before the person ("Blogger Daniyar ..."): the grouping engine would take it for a name.
+# Each kind of event: three wordings (headline, text), one per outlet of the triplet.
 EVENTS: tuple[tuple[tuple[str, str], ...], ...] = (
     (  # detention at a rally
         (

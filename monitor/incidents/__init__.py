@@ -214,11 +214,20 @@ class _Member:
             place_names=places,
         )
 
+    @property
+    def tag(self) -> tuple[str | None, str]:
+        return self.language, self.script
+
     def other_language(self, other: _Member) -> bool:
         """Whether the two are written in different languages (by the feeds' word, else by their alphabets)."""
-        if self.language and other.language:
-            return self.language != other.language
-        return self.script != other.script
+        return _languages_differ(self.tag, other.tag)
+
+
+def _languages_differ(a: tuple[str | None, str], b: tuple[str | None, str]) -> bool:
+    """`other_language` on (language, script) pairs, as the candidate index keeps them."""
+    if a[0] and b[0]:
+        return a[0] != b[0]
+    return a[1] != b[1]
 
 
 @dataclass
@@ -354,23 +363,14 @@ def _keys(m: _Member) -> tuple[str, ...]:
     keys = [f"p:{p}" for p in f.persons]
     names = sorted(f.names, key=_rank)
     keys += [f"n:{n}" for n in names[: max(len(names) - NAMES_MIN + 1, 0)]]
-    tag = _tag(m)
-    keys += [f"g:{tag}:{g}" for g in m.places]
+    keys += [_place_key(m.tag, g) for g in m.places]
     stems = sorted(f.stems, key=_rank)
     keys += [f"s:{s}" for s in stems[: _prefix(len(stems), TEXT_MIN)]]
     return tuple(keys)
 
 
-def _tag(m: _Member) -> str:
-    return f"{m.language or ''}|{m.script}"
-
-
-def _other_language(m: _Member, tag: str) -> bool:
-    """`_Member.other_language` against any report carrying `tag`."""
-    language, script = tag.split("|", 1)
-    if m.language and language:
-        return m.language != language
-    return m.script != script
+def _place_key(tag: tuple[str | None, str], place: str) -> str:
+    return f"g:{tag[0] or ''}|{tag[1]}:{place}"
 
 
 class _Slot:
@@ -386,13 +386,15 @@ class _Slot:
 class _Index:
     def __init__(self) -> None:
         self.postings: dict[str, set[_Slot]] = {}
-        self.tags: dict[str, int] = {}  # "language|script" -> reports indexed under places
+        self.tags: dict[
+            tuple[str | None, str], int
+        ] = {}  # (language, script) -> reports indexed under places
 
     def add(self, slot: _Slot) -> None:
         for k in slot.keys:
             self.postings.setdefault(k, set()).add(slot)
         if slot.member.places:
-            tag = _tag(slot.member)
+            tag = slot.member.tag
             self.tags[tag] = self.tags.get(tag, 0) + 1
 
     def remove(self, slot: _Slot) -> None:
@@ -403,7 +405,7 @@ class _Index:
                 if not p:
                     del self.postings[k]
         if slot.member.places:
-            tag = _tag(slot.member)
+            tag = slot.member.tag
             left = self.tags[tag] - 1
             if left:
                 self.tags[tag] = left
@@ -422,9 +424,9 @@ class _Index:
                 out |= p
         if m.places:
             for tag in self.tags:
-                if _other_language(m, tag):
+                if _languages_differ(m.tag, tag):
                     for g in m.places:
-                        p = self.postings.get(f"g:{tag}:{g}")
+                        p = self.postings.get(_place_key(tag, g))
                         if p:
                             out |= p
 

@@ -239,20 +239,21 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
             words = words[1:]
         for n, (key, word, initial) in enumerate(words):
             if n:
-                prev_key, prev_word, _ = words[n - 1]
-                pair = "+".join(sorted((prev_key, key)))
-                persons.add(pair)
-                names.add(prev_key)
-                surface.setdefault(pair, f"{prev_word} {word}")
+                persons.add(_person(words[n - 1], words[n], surface))
+                names.add(words[n - 1][0])
             if not initial:
                 names.add(key)
             surface.setdefault(key, word)
         if full_name:  # "Marat Nurlanovich Ospanov" is also "Marat Ospanov"
-            (first, first_word, _), (last, last_word, _) = words[0], words[2]
-            pair = "+".join(sorted((first, last)))
-            persons.add(pair)
-            surface.setdefault(pair, f"{first_word} {last_word}")
+            persons.add(_person(words[0], words[2], surface))
     return names, persons
+
+
+def _person(a: tuple[str, str, bool], b: tuple[str, str, bool], surface: dict[str, str]) -> str:
+    """The order-free person key of two name words (key, word, ...), noting how the text wrote them."""
+    pair = "+".join(sorted((a[0], b[0])))
+    surface.setdefault(pair, f"{a[1]} {b[1]}")
+    return pair
 
 
 def extract(title: str, text: str) -> Features:

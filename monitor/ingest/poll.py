@@ -161,8 +161,12 @@ _POOL: ProcessPoolExecutor | None = None
 
 
 def _workers() -> int:
+    """How many parse workers to start; 0: parse in this process (one core, or MONITOR_PARSE_WORKERS=0)."""
     wanted = os.environ.get("MONITOR_PARSE_WORKERS")
-    return int(wanted) if wanted and wanted.isdigit() else min(4, os.cpu_count() or 1)
+    if wanted and wanted.isdigit():
+        return int(wanted)
+    cores = min(4, os.cpu_count() or 1)
+    return cores if cores >= 2 else 0
 
 
 def _parse_pool() -> ProcessPoolExecutor | None:
@@ -171,8 +175,6 @@ def _parse_pool() -> ProcessPoolExecutor | None:
     can copy a held lock into the child."""
     global _POOL
     workers = _workers()
-    if workers < 2 and not os.environ.get("MONITOR_PARSE_WORKERS"):
-        return None
     if workers < 1:
         return None
     if _POOL is None:
