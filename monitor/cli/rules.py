@@ -261,11 +261,9 @@ def reclassify(
             if regroup and not dry_run:
                 # Incidents follow the new categories: an item that lost them leaves its incident.
                 from monitor.incidents import group_items
-                from monitor.store.locks import transaction_lock
                 from monitor.store.types import utcnow
 
                 session.flush()
-                transaction_lock(session, "incidents")
                 severity = {cid: info.severity for cid, info in clf.categories.items()}
                 window_hours = st.config.settings.grouping.window / 3600
                 group_items(session, regroup, now=utcnow(), severity=severity, window_hours=window_hours)

@@ -42,7 +42,6 @@ from sqlmodel import Session, col, select
 from monitor.config.load import load_file
 from monitor.config.models import PollingSettings, Settings
 from monitor.deliver.digests import (
-    SEVERITY_RANK,
     CategoryMeta,
     DigestConfig,
     DigestsSettings,
@@ -61,6 +60,7 @@ from monitor.deliver.email import (
 from monitor.deliver.smtp import SmtpError, send_message, target_from_env
 from monitor.errors import ConfigError, DeliveryError
 from monitor.ingest.policy import feed_health
+from monitor.severity import DEFAULT_LEVEL, rank
 from monitor.store.digest_models import DigestEntry, DigestOutbox, DigestState
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
@@ -253,27 +253,23 @@ def _chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[i : i + _CHUNK]
 
 
-def _rank(sev: str) -> int:
-    return SEVERITY_RANK.get(sev, 9)
-
-
 def passing_categories(
     incident_categories: Iterable[str], d: DigestConfig, cats: dict[str, CategoryMeta]
 ) -> list[str]:
     """The incident's categories this digest shows, most severe first (then in config order)."""
     order = {cid: i for i, cid in enumerate(cats)}
     wanted = set(d.filters.categories)
-    min_rank = _rank(d.filters.min_severity)
+    min_rank = rank(d.filters.min_severity)
     out = []
     for cid in incident_categories:
         if wanted and cid not in wanted:
             continue
-        sev = cats[cid].severity if cid in cats else "medium"
-        if _rank(sev) > min_rank:
+        sev = cats[cid].severity if cid in cats else DEFAULT_LEVEL
+        if rank(sev) > min_rank:
             continue
         out.append(cid)
     return sorted(
-        set(out), key=lambda c: (_rank(cats[c].severity if c in cats else "medium"), order.get(c, 99), c)
+        set(out), key=lambda c: (rank(cats[c].severity if c in cats else "medium"), order.get(c, 99), c)
     )
 
 
@@ -476,7 +472,7 @@ def _group(views: list[IncidentView], cats: dict[str, CategoryMeta]) -> list[Cat
         g.incidents.append(v)
     for g in groups.values():
         g.incidents.sort(key=lambda v: v.last_seen, reverse=True)
-    return sorted(groups.values(), key=lambda g: (_rank(g.severity), order.get(g.id, 99), g.id))
+    return sorted(groups.values(), key=lambda g: (rank(g.severity), order.get(g.id, 99), g.id))
 
 
 def feed_problems(session: Session, polling: PollingSettings, *, now: datetime) -> list[FeedProblem]:

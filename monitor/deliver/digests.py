@@ -25,29 +25,12 @@ from monitor.config.durations import Duration
 from monitor.config.load import validate
 from monitor.config.yamlfile import load_yaml
 from monitor.errors import ConfigError, ConfigErrors
+from monitor.severity import SEVERITIES, TAXONOMY_SEVERITY, default_severity
 
 FILE_NAME = "digests.yaml"
 IMMEDIATE = "immediate"
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 DEFAULT_SUBJECT = "Civic space: {{ count }} new incidents, {{ date }}"
 DEFAULT_SENDER = "Civic-space monitor <monitor@example.org>"
-
-# Taxonomy defaults (reference/TAXONOMY.md), used when categories.yaml cannot be read.
-TAXONOMY_SEVERITY: dict[str, str] = {
-    "protest_crackdown": "high",
-    "prosecution": "high",
-    "defamation": "medium",
-    "media_restriction": "medium",
-    "ngo_restriction": "medium",
-    "ngo_liquidation": "high",
-    "union_pressure": "medium",
-    "party_barriers": "medium",
-    "religious_restriction": "medium",
-    "funding_restriction": "medium",
-    "intimidation": "high",
-    "digital_repression": "medium",
-    "restrictive_law": "medium",
-}
 
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 # RFC 5321 dot-atom local part and a host name with at least one dot; stricter than the RFC on purpose:
@@ -257,7 +240,7 @@ def category_infos(config_dir: Path) -> dict[str, CategoryMeta]:
                 out[cid] = CategoryMeta(
                     cid,
                     str(c.get("title") or CATEGORY_TITLES.get(cid, cid)),
-                    sev if sev in SEVERITY_RANK else TAXONOMY_SEVERITY.get(cid, "medium"),
+                    sev if sev in SEVERITIES else default_severity(cid),
                 )
     if not out:
         out = {

@@ -55,17 +55,17 @@ from sqlalchemy import update as sa_update
 from sqlmodel import Session, col, select
 
 from monitor.incidents.features import COUNTRY_LEVEL_KEYS, Features, extract, hit_sets, jaccard, place_keys
+from monitor.severity import default_severity, most_severe
 from monitor.store.locks import transaction_lock
 from monitor.store.models import Incident, Item
 
 __all__ = [
-    "DEFAULT_SEVERITY",
-    "SEVERITY_RANK",
     "WINDOW_HOURS",
     "GroupStats",
     "explain_incident",
     "group_items",
     "incident_severity",
+    "lock_grouping",
 ]
 
 WINDOW_HOURS = 72.0
@@ -83,15 +83,6 @@ SET_POINTS = 0.5  # each shared term set of a shared category, at most 2 counted
 CLOSE_POINTS = 0.5
 MAX_MEMBERS = 20  # fingerprints kept per incident: the latest reports are what a new one is compared with
 _BATCH = 500  # ids per IN (...) query
-
-# TAXONOMY.md: high for protest_crackdown, prosecution, ngo_liquidation, intimidation; medium for the rest.
-DEFAULT_SEVERITY: dict[str, str] = {
-    "protest_crackdown": "high",
-    "prosecution": "high",
-    "ngo_liquidation": "high",
-    "intimidation": "high",
-}
-SEVERITY_RANK = {"high": 0, "medium": 1, "low": 2}
 
 
 @dataclass
@@ -113,10 +104,9 @@ class GroupStats:
 
 
 def incident_severity(categories: Iterable[str], severity: Mapping[str, str] | None = None) -> str:
-    """The most severe of the categories' severities ("medium" for a category nobody rated)."""
-    table = {**DEFAULT_SEVERITY, **(severity or {})}
-    levels = [table.get(c, "medium") for c in categories] or ["medium"]
-    return min(levels, key=lambda s: SEVERITY_RANK.get(s, 9))
+    """The most severe of the categories' severities (`severity` as configured, else the taxonomy's)."""
+    table = severity or {}
+    return most_severe(table.get(c) or default_severity(c) for c in categories)
 
 
 def _utc(d: datetime) -> datetime:
@@ -559,8 +549,12 @@ class _Open:
         self.categories |= m.categories
 
 
-def _lock(session: Session) -> None:
-    """Make this transaction the only one grouping until it ends, before anything is read (see above)."""
+def lock_grouping(session: Session) -> None:
+    """Make this transaction the only one changing incidents until it ends; take it before anything is read.
+
+    Two workers grouping reports of one event at once would each open an incident for it, and the cache's `seq`
+    numbering (see above) relies on one grouping call at a time. Taking it again in the same transaction is free.
+    """
     if session.get_bind().dialect.name == "sqlite":
         # A write takes SQLite's write lock (reads alone would not): an update that changes no row.
         session.execute(sa_update(Incident).where(col(Incident.id) == -1).values(seq=0))
@@ -615,7 +609,7 @@ def _absorb(session: Session, cache: _Cache, rows: Iterable[tuple[Any, ...]]) ->
 def _sync(session: Session, cache: _Cache, lo: datetime, hi: datetime) -> tuple[int, dict[int, _Open]]:
     """Bring the cache up to date for items published between lo and hi (window included); returns the highest
     `seq` stored, and the incidents open then that lie before the cache's horizon (read the old way)."""
-    _lock(session)
+    # group_items took lock_grouping before reading anything.
     db = session.get_bind().engine.url.render_as_string(hide_password=True)
     head = session.execute(sa_select(func.coalesce(func.max(col(Incident.seq)), 0))).scalar_one()
     if cache.db != db or head < cache.seq or cache.horizon is None:
@@ -707,6 +701,8 @@ def group_items(
     now = _utc(now)
     window = timedelta(hours=window_hours)
     ids = sorted(set(item_ids))
+    if ids:
+        lock_grouping(session)
     # Most reports of a poll match no category and were never grouped: tell them apart without loading texts.
     wanted: list[int] = []
     for chunk in _chunks(ids):

@@ -32,7 +32,6 @@ from monitor.ingest.parse import ParseFailure, ParseOutcome, parse_job, worker_i
 from monitor.store.engine import write_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.items import ClassifierLike, store_entries
-from monitor.store.locks import transaction_lock
 from monitor.store.models import Feed
 from monitor.store.types import utcnow
 
@@ -510,8 +509,6 @@ class Poller:
             return
         from monitor.incidents import group_items
 
-        # Two workers grouping reports of one event at once would each open an incident for it.
-        transaction_lock(session, "incidents")
         categories = getattr(self.classifier, "categories", None) or {}
         severity = {cid: info.severity for cid, info in categories.items()} or None
         window_hours = self.config.settings.grouping.window / 3600

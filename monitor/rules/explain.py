@@ -6,8 +6,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-SEVERITIES = ("high", "medium", "low")
-SEVERITY_RANK = {s: i for i, s in enumerate(SEVERITIES)}
+from monitor.severity import rank
+
 SNIPPET_CONTEXT = 60  # characters of context on each side of a hit
 _WS_RE = re.compile(r"\s+")
 
@@ -144,4 +144,4 @@ def snippet(text: str, start: int, end: int, context: int = SNIPPET_CONTEXT) -> 
 
 
 def sort_categories(ids: list[str], infos: dict[str, CategoryInfo]) -> list[str]:
-    return sorted(ids, key=lambda c: (SEVERITY_RANK.get(infos[c].severity, 9), c))
+    return sorted(ids, key=lambda c: (rank(infos[c].severity), c))

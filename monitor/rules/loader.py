@@ -12,10 +12,11 @@ from monitor.config.yamlfile import YamlDoc, load_yaml
 from monitor.errors import ConfigError, ConfigErrors, RuleError
 from monitor.rules import syntax
 from monitor.rules.compiler import AtomTable, CompileError, LangCompiler, SetDef
-from monitor.rules.explain import SEVERITIES, CategoryInfo
+from monitor.rules.explain import CategoryInfo
 from monitor.rules.gazetteer import Gazetteer, load_places
 from monitor.rules.matcher import Classifier, CompiledCategory, CompiledRule, CompiledWeight, Example
 from monitor.rules.morph import LANGUAGES, MORPH_VERSION, Expander, default_cache_dir, dictionary_version
+from monitor.severity import SEVERITIES
 
 ENGINE_VERSION = "1"  # bump when matching semantics change: stored classifications become stale
 _ID_RE = re.compile(r"[a-z][a-z0-9_]*")
