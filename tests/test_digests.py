@@ -15,15 +15,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from monitor.config.load import packaged_dir
-from monitor.deliver import digest as digest_mod
 from monitor.deliver.digest import (
-    ATTEMPT_LEASE,
-    backoff,
     deliver_digest,
     delivered_digests,
     digest_status,
     retry_pending,
 )
+from monitor.deliver.digest import outbox as outbox_mod
+from monitor.deliver.digest.outbox import ATTEMPT_LEASE, backoff
 from monitor.deliver.digests import load_digests, next_fire_time
 from monitor.errors import ConfigError, ConfigErrors
 from monitor.store.digest_models import DigestEntry, DigestOutbox
@@ -323,10 +322,10 @@ def test_crash_between_send_and_record_resends_with_the_same_message_id_only(
     def crash(row: DigestOutbox) -> None:
         raise SimulatedCrash
 
-    monkeypatch.setattr(digest_mod, "_after_send", crash)
+    monkeypatch.setattr(outbox_mod, "_after_send", crash)
     with pytest.raises(SimulatedCrash):
         deliver_digest(engine, cfg, "daily", now=now)
-    monkeypatch.setattr(digest_mod, "_after_send", None)
+    monkeypatch.setattr(outbox_mod, "_after_send", None)
     assert len(smtp.messages) == 1
     first_id = smtp.messages[0].message["Message-ID"]
 
@@ -353,9 +352,10 @@ import os, sys
 from datetime import datetime
 from pathlib import Path
 from monitor.deliver import digest
+from monitor.deliver.digest import outbox
 from monitor.store import make_engine
 
-digest._after_send = lambda row: os._exit(9)  # the process dies right after the server said 250
+outbox._after_send = lambda row: os._exit(9)  # the process dies right after the server said 250
 digest.deliver_digest(make_engine(sys.argv[1]), Path(sys.argv[2]), "daily", now=datetime.fromisoformat(sys.argv[3]))
 """
 

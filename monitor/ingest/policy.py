@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Protocol
 
+from monitor.backoff import exponential_backoff
 from monitor.config.models import PollingSettings
 
 # Errors that say nothing about the feed being broken: the server asked us to slow down.
@@ -30,8 +31,7 @@ def jitter(feed_id: str, salt: int, spread: float = 0.1) -> float:
 def backoff_seconds(error_count: int, feed_id: str, p: PollingSettings) -> float:
     """Exponential from the minimum interval, capped (24 h by default)."""
     n = max(1, error_count)
-    raw = p.min_interval * (2 ** min(n - 1, 30))
-    return min(p.max_backoff, raw * jitter(feed_id, n))
+    return exponential_backoff(n, base=p.min_interval, cap=p.max_backoff, spread=jitter(feed_id, n))
 
 
 def estimate_publish_interval(dates: Iterable[datetime], keep: int = 20) -> float | None:
