@@ -12,7 +12,13 @@ from sqlalchemy import Engine
 from sqlmodel import col, select
 
 from monitor.incidents import explain_incident, group_items, incident_severity
-from monitor.incidents.features import extract, hit_sets, name_key, place_keys
+from monitor.incidents.cache import GroupingCache, read_heads
+from monitor.incidents.features import extract, hit_sets, name_key, shipped_country_level
+from monitor.incidents.features import place_keys as _place_keys
+from monitor.incidents.fingerprint import Fingerprint
+from monitor.incidents.index import CandidateIndex, Slot, index_keys, token_rank
+from monitor.incidents.scoring import TEXT_MIN, compare
+from monitor.incidents.updates import key_json, recount
 from monitor.rules import Classifier, load_classifier
 from monitor.store import ensure_schema, make_engine
 from monitor.store.engine import session_scope
@@ -362,6 +368,10 @@ def store_placed(engine: Engine, stories: list[tuple[Story, list[dict[str, str]]
             item.places = places
             s.add(item)
     return ids
+
+
+def place_keys(places: object) -> tuple[dict[str, str], frozenset[str]]:
+    return _place_keys(places, shipped_country_level())
 
 
 def test_place_keys_are_spelling_blind_and_leave_out_the_country() -> None:
@@ -717,26 +727,20 @@ def test_grouping_in_one_call_or_in_forty_gives_the_same_incidents(tmp_path: Pat
     other.dispose()
 
 
-def test_a_stale_or_foreign_cache_never_changes_grouping(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import monitor.incidents as incidents
-
+def test_a_stale_or_foreign_cache_never_changes_grouping(tmp_path: Path) -> None:
     corpus = _corpus(40, seed=5)
 
-    def run(target: Engine, caches: list[incidents._Cache] | None) -> None:
+    def run(target: Engine, caches: list[GroupingCache] | None) -> None:
         ids = store_placed(target, corpus)
         ordered = _by_publication(target, ids)
         for n, k in enumerate(range(0, len(ordered), 7)):
             # None: a cold cache every call (as if each call came from a new process)
-            monkeypatch.setattr(
-                incidents, "_CACHE", caches[n % len(caches)] if caches else incidents._Cache()
-            )
+            cache = caches[n % len(caches)] if caches else GroupingCache()
             if n == 5:  # a transaction that rolls back after grouping: its incidents never existed
                 with pytest.raises(RuntimeError), session_scope(target) as s:
-                    group_items(s, ordered[k : k + 7], now=NOW)
+                    group_items(s, ordered[k : k + 7], now=NOW, cache=cache)
                     raise RuntimeError
-            group(target, ordered[k : k + 7])
+            group(target, ordered[k : k + 7], cache=cache)
         # reports edited and grouped again (fingerprints change, dates and counts may not)
         with session_scope(target) as s:
             for i in ordered[::9]:
@@ -744,22 +748,20 @@ def test_a_stale_or_foreign_cache_never_changes_grouping(
                 assert item is not None
                 item.title = f"{item.title} Marat Ospanov"
         for n, k in enumerate(range(0, len(ordered), 27)):
-            monkeypatch.setattr(
-                incidents, "_CACHE", caches[n % len(caches)] if caches else incidents._Cache()
+            group(
+                target, ordered[k : k + 27 : 9], cache=caches[n % len(caches)] if caches else GroupingCache()
             )
-            group(target, ordered[k : k + 27 : 9])
 
     cold = _second(
         tmp_path, "cold"
     )  # SQLite on both sides: ids are compared, PostgreSQL skips rolled-back ones
     run(cold, None)
     # two processes taking turns, each with its own cache; the first cache also saw another database first
-    shared = incidents._Cache()
+    shared = GroupingCache()
     first = _second(tmp_path, "first")
-    monkeypatch.setattr(incidents, "_CACHE", shared)
-    group(first, store_placed(first, list(reversed(corpus))))
+    group(first, store_placed(first, list(reversed(corpus))), cache=shared)
     turns = _second(tmp_path, "turns")
-    run(turns, [shared, incidents._Cache()])
+    run(turns, [shared, GroupingCache()])
     assert _state(cold) == _state(turns)
     for e in (cold, first, turns):
         e.dispose()
@@ -767,15 +769,13 @@ def test_a_stale_or_foreign_cache_never_changes_grouping(
 
 def _recount(engine: Engine) -> dict[int, tuple[Any, ...]]:
     """Every incident's fields as stored, beside the same fields recomputed from all its members."""
-    import monitor.incidents as incidents
-
     with session_scope(engine) as s:
         incs = {i.id: i for i in s.exec(select(Incident).where(col(Incident.item_count) > 0))}
-        recount, _ = incidents._summaries(s, sorted(i for i in incs if i is not None))
+        recounted, _ = recount(s, sorted(i for i in incs if i is not None))
         out = {}
         for inc_id, inc in incs.items():
             assert inc_id is not None
-            sm = recount[inc_id]
+            sm = recounted[inc_id]
             sig = inc.signature
             stored = (
                 inc.title,
@@ -795,8 +795,8 @@ def _recount(engine: Engine) -> dict[int, tuple[Any, ...]]:
                 sm.count,
                 sm.first[0],
                 sm.last,
-                incidents._key_json(sm.first),
-                incidents._key_json(sm.titled),
+                key_json(sm.first),
+                key_json(sm.titled),
             )
             out[inc_id] = (stored, fresh)
         return out
@@ -851,66 +851,49 @@ def test_a_report_joining_a_large_incident_does_not_reread_its_members(engine: E
     assert len([q for q in statements if q.lstrip().upper().startswith("UPDATE ITEM")]) == 1
 
 
-def test_the_light_query_recognises_stored_signatures(
-    engine: Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import monitor.incidents as incidents
-
-    cache = incidents._Cache()
-    monkeypatch.setattr(incidents, "_CACHE", cache)
-    group(engine, store_placed(engine, _corpus(10, seed=2)))
-    reloaded: list[int] = []
-    monkeypatch.setattr(cache, "install", lambda inc_id, *args: reloaded.append(inc_id))
+def test_the_light_query_recognises_stored_signatures(engine: Engine) -> None:
+    cache = GroupingCache()
+    group(engine, store_placed(engine, _corpus(10, seed=2)), cache=cache)
+    held = dict(cache.incidents)
     with session_scope(engine) as s:
-        found = incidents._absorb(s, cache, incidents._light(s, col(Incident.item_count) > 0))
-    assert len(found) > 3 and reloaded == []  # every "_rev" read back as written: nothing reloaded
+        found = cache.absorb(s, read_heads(s, col(Incident.item_count) > 0))
+    # every "_rev" read back as written: each entry is the one the cache held, none reloaded
+    assert len(found) > 3 and all(found[i] is held[i] for i in found)
 
 
 def test_a_warm_cache_reads_only_the_incidents_changed_since_its_last_call(
-    tmp_path: Path, engine: Engine, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, engine: Engine
 ) -> None:
     """The cost of a call must not grow with the number of open incidents: it reads what changed (by `seq`)."""
-    import monitor.incidents as incidents
-
-    mine, theirs = incidents._Cache(), incidents._Cache()  # two processes
+    mine, theirs = GroupingCache(), GroupingCache()  # two processes
     corpus = _corpus(30, seed=4)
     ordered = _by_publication(engine, store_placed(engine, corpus))
 
-    def grouped_by(cache: incidents._Cache, ids: list[int]) -> set[int]:
-        monkeypatch.setattr(incidents, "_CACHE", cache)
-        new, updated, _ = group(engine, ids)
+    def grouped_by(cache: GroupingCache, ids: list[int]) -> set[int]:
+        new, updated, _ = group(engine, ids, cache=cache)
         return {*new, *updated}
 
     grouped_by(mine, ordered[:-3])
     wrote = grouped_by(mine, ordered[-3:-2])
     wrote |= grouped_by(theirs, ordered[-2:-1])
-    read: list[int] = []
-    light = incidents._light
-
-    def counting(session: Any, where: Any) -> Any:
-        rows = light(session, where)
-        read.extend(r[0] for r in rows)
-        return rows
-
-    monkeypatch.setattr(incidents, "_light", counting)
     grouped_by(mine, ordered[-1:])
+    read = mine.read
     with session_scope(engine) as s:
         open_now = len(s.exec(select(Incident.id).where(col(Incident.item_count) > 0)).all())
     assert open_now > 15 and read and set(read) <= wrote
     # and it saw the other process's change: the same incidents as one process grouping the same calls
-    monkeypatch.setattr(incidents, "_light", light)
-    monkeypatch.setattr(incidents, "_CACHE", incidents._Cache())
     alone = _second(tmp_path, "alone")
     again = _by_publication(alone, store_placed(alone, corpus))
+    one = GroupingCache()
     for part in (again[:-3], again[-3:-2], again[-2:-1], again[-1:]):
-        group(alone, part)
+        group(alone, part, cache=one)
     assert _state(engine)[0] == _state(alone)[0]
     alone.dispose()
 
 
 def test_every_pair_compare_accepts_meets_in_the_index() -> None:
-    from monitor.incidents import TEXT_MIN, _compare, _Index, _keys, _Member, _rank, _Slot
 
+    levels = shipped_country_level()
     members = []
     for n, (story, places) in enumerate(_corpus(40, seed=3)):
         item = Item(
@@ -926,20 +909,20 @@ def test_every_pair_compare_accepts_meets_in_the_index() -> None:
             countries=story.countries,
             places=places,
         )
-        members.append(_Member.of(item))
-    index = _Index()
+        members.append(Fingerprint.of(item, levels))
+    index = CandidateIndex()
     slots = {}
     for m in members:
-        slots[m.item_id] = _Slot(1, m, _keys(m), True)
+        slots[m.item_id] = Slot(1, m, index_keys(m), True)
         index.add(slots[m.item_id])
     accepted, by_places, place_only_skipped = 0, 0, 0
     for a in members:
-        found: set[_Slot] = set()
-        index.candidates(a, _keys(a), found)
+        found: set[Slot] = set()
+        index.candidates(a, index_keys(a), found)
         for b in members:
             if a is b:
                 continue
-            match = _compare(a, b)
+            match = compare(a, b, levels)
             if match is not None:
                 accepted += 1
                 by_places += match.kind == "places"
@@ -949,7 +932,7 @@ def test_every_pair_compare_accepts_meets_in_the_index() -> None:
                 place_only_skipped += slots[b.item_id] not in found
     assert accepted > 100 and by_places > 0 and place_only_skipped > 0
     # The stems' prefix filter at its worst: the shared stems are the last in the global order, overlap just enough.
-    pool = sorted((f"w{i:03d}" for i in range(200)), key=_rank)
+    pool = sorted((f"w{i:03d}" for i in range(200)), key=token_rank)
     no_people = extract("", "")
     for size_a in range(1, 31):
         for size_b in range(1, 31):
@@ -959,7 +942,7 @@ def test_every_pair_compare_accepts_meets_in_the_index() -> None:
                 common = pool[-shared:]
                 a_stems = frozenset(pool[: size_a - shared] + common)
                 b_stems = frozenset(pool[100 : 100 + size_b - shared] + common)
-                a = _Member(1, T0, frozenset(), frozenset(), replace(no_people, stems=a_stems))
-                b = _Member(2, T0, frozenset(), frozenset(), replace(no_people, stems=b_stems))
-                assert _compare(a, b) is not None
-                assert set(_keys(a)) & set(_keys(b)), (size_a, size_b, shared)
+                a = Fingerprint(1, T0, frozenset(), frozenset(), replace(no_people, stems=a_stems))
+                b = Fingerprint(2, T0, frozenset(), frozenset(), replace(no_people, stems=b_stems))
+                assert compare(a, b, levels) is not None
+                assert set(index_keys(a)) & set(index_keys(b)), (size_a, size_b, shared)

@@ -260,13 +260,21 @@ def reclassify(
                     regroup.append(row.id)
             if regroup and not dry_run:
                 # Incidents follow the new categories: an item that lost them leaves its incident.
-                from monitor.incidents import group_items
+                from monitor.incidents import CountryLevel, group_items
                 from monitor.store.types import utcnow
 
                 session.flush()
                 severity = {cid: info.severity for cid, info in clf.categories.items()}
                 window_hours = st.config.settings.grouping.window / 3600
-                group_items(session, regroup, now=utcnow(), severity=severity, window_hours=window_hours)
+                words = clf.gazetteer.country_level_words()
+                group_items(
+                    session,
+                    regroup,
+                    now=utcnow(),
+                    severity=severity,
+                    window_hours=window_hours,
+                    country_level=CountryLevel.of(words) if words is not None else None,
+                )
     per_category = {
         cid: {"gained": gained.get(cid, 0), "lost": lost.get(cid, 0)}
         for cid in sorted(set(clf.categories) | set(gained) | set(lost))

@@ -12,26 +12,30 @@ Pure functions of an item's title and text, so they can be tested with plain str
   row give a *person* key (`janbo+mamai`, order-free, as Russian often puts the surname first).
 - **Place keys**: the gazetteer entries the classifier found (`Item.places`), reduced the same way and prefixed
   with their country, so "Mazhilis", "Мажилис" and "Мәжіліс" are all `KZ:majil`. Entries that only say which
-  country (its names and adjectives, the currency, the head of state, the akimat that every town has) are left
-  out: sharing "Kazakhstan" says nothing about which event. Sets of the classifier's hits (`@detain`, `@ngo`)
+  country (places.yaml `country_level`: its names and adjectives, the currency, the head of state, the akimat
+  that every town has) are left out: sharing "Kazakhstan" says nothing about which event. Sets of the classifier's hits (`@detain`, `@ngo`)
   are named the same in every language and are read from `Item.matches` as `category/set`.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from monitor.errors import ConfigError
+
 __all__ = [
-    "COUNTRY_LEVEL_KEYS",
+    "CountryLevel",
     "Features",
     "extract",
     "hit_sets",
     "jaccard",
     "name_key",
     "place_keys",
+    "shipped_country_level",
     "translit",
 ]
 
@@ -97,23 +101,6 @@ other some such only very can could may might must should under against during b
 және мен бен пен да де та те үшін бойынша туралы деп бұл осы ол олар
 """
 
-# Gazetteer entries (places.yaml, every country and language) that tell the country, not the place: names,
-# adjectives and demonyms, currencies, heads of state, ruling parties, national security services, and the local
-# government every town has. Stored as name keys, like _NOT_NAMES.
-_COUNTRY_LEVEL = """
-Kazakhstan Kazakh Kazakhs Kazakhstani Qazaqstan Казахстан казахстанский Қазақстан қазақстандық ҚР
-tenge тенге теңге akim akimat аким акимат әкім әкімдік әкімшілік мәслихат Tokayev Токаев Тоқаев Nazarbayev
-Назарбаев Amanat Аманат Nur-Otan Нур-Отан KNB КНБ ҰҚК
-Kyrgyzstan Kyrgyz Kirghizia Кыргызстан Киргизия кыргызский киргизский Қырғызстан қырғыз Japarov Жапаров
-Tashiev Ташиев GKNB ГКНБ
-Uzbekistan Uzbek Узбекистан узбекский Өзбекстан өзбек Mirziyoyev Мирзиёев hokim hokimiyat хоким хокимият
-Tajikistan Tajik Таджикистан таджикский Тәжікстан тәжік Rahmon Рахмон
-Turkmenistan Turkmen Туркменистан Туркмения туркменский Түрікменстан түрікмен Berdimuhamedov Бердымухамедов
-Russia Russian Россия российский Ресей ресейлік Kremlin Кремль Putin Путин
-Belarus Belarusian Belarussian Беларусь Белоруссия белорусский белорус Lukashenko Лукашенко
-Azerbaijan Azerbaijani Azeri Азербайджан азербайджанский Әзербайжан әзербайжандық Aliyev Алиев Әлиев
-"""
-
 
 def translit(word: str) -> str:
     """Lower-case Latin transliteration (diacritics dropped), e.g. "Жанболат" -> "zhanbolat"."""
@@ -132,10 +119,39 @@ def name_key(word: str) -> str:
 
 
 _NOT_NAME_KEYS = frozenset(name_key(w) for w in _NOT_NAMES.split())
-COUNTRY_LEVEL_KEYS = frozenset(name_key(w.replace("-", " ")) for w in _COUNTRY_LEVEL.split())
 
 
-def place_keys(places: object) -> tuple[dict[str, str], frozenset[str]]:
+@dataclass(frozen=True)
+class CountryLevel:
+    """Name keys of the words that tell the country, not the place (places.yaml `country_level`): the country's
+    names and adjectives, its currency, head of state, ruling party, security service, the local government every
+    town has. Sharing one says nothing about which event."""
+
+    keys: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, words: Iterable[str]) -> CountryLevel:
+        # "Nur-Otan" is keyed as "Nur Otan": the gazetteer writes the party's name both ways
+        return cls(frozenset(name_key(w.replace("-", " ")) for w in words))
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.keys
+
+
+@functools.cache
+def shipped_country_level() -> CountryLevel:
+    """The `country_level` words of the packaged places.yaml: what grouping uses when no configuration says."""
+    from monitor.config.load import packaged_dir
+    from monitor.rules.gazetteer import read_country_level
+
+    path = packaged_dir("config") / "places.yaml"
+    found = read_country_level(path)
+    if not found:
+        raise ConfigError("the shipped places file lists no country_level words", file=path)
+    return CountryLevel.of(w for words in found.values() for w in words)
+
+
+def place_keys(places: object, country_level: CountryLevel) -> tuple[dict[str, str], frozenset[str]]:
     """Specific places of an item's stored `places`: {"KZ:almat": "Almaty"} (key -> entry as first written),
     and which of those keys its title names. Country-level entries and malformed records are skipped."""
     keys: dict[str, str] = {}
@@ -145,7 +161,7 @@ def place_keys(places: object) -> tuple[dict[str, str], frozenset[str]]:
             continue
         country, entry = str(p.get("country") or ""), str(p.get("entry") or "")
         key = name_key(entry)
-        if not country or len(key) < 2 or key in COUNTRY_LEVEL_KEYS:
+        if not country or len(key) < 2 or key in country_level:
             continue
         k = f"{country}:{key}"
         keys.setdefault(k, entry)

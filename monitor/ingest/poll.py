@@ -507,12 +507,21 @@ class Poller:
         """Items and their incidents commit together, so a crash never leaves stored items ungrouped."""
         if not item_ids:
             return
-        from monitor.incidents import group_items
+        from monitor.incidents import CountryLevel, group_items
 
         categories = getattr(self.classifier, "categories", None) or {}
         severity = {cid: info.severity for cid, info in categories.items()} or None
+        gazetteer = getattr(self.classifier, "gazetteer", None)
+        words = gazetteer.country_level_words() if gazetteer is not None else None
         window_hours = self.config.settings.grouping.window / 3600
-        group_items(session, item_ids, now=now, severity=severity, window_hours=window_hours)
+        group_items(
+            session,
+            item_ids,
+            now=now,
+            severity=severity,
+            window_hours=window_hours,
+            country_level=CountryLevel.of(words) if words is not None else None,
+        )
 
     def _apply_state(
         self, row: Feed, fetched: Any, outcome: policy.Outcome, res: FeedResult, now: datetime, forced: bool

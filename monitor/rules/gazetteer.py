@@ -14,14 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monitor.config.yamlfile import load_yaml
-from monitor.errors import ConfigError
+from monitor.config.yamlfile import YamlDoc, load_yaml
+from monitor.errors import ConfigError, ConfigErrors
 from monitor.rules import syntax
 from monitor.rules.compiler import AtomTable, Hits
 from monitor.rules.morph import LANGUAGES
 from monitor.rules.normalize import fold
 
 _CODE_RE = re.compile(r"[A-Z]{2}")
+_LEVEL_WORD_RE = re.compile(r"[^\W\d_]+(?:[- ][^\W\d_]+)*")
 
 Report = Callable[[str, str | None, int | None, str], None]
 
@@ -39,6 +40,15 @@ class Gazetteer:
     context: set[int] = field(default_factory=set)  # atom ids of context words
     distance: int = 2
     names: dict[str, str] = field(default_factory=dict)  # ISO code -> country name
+    # ISO code -> words that tell the country, not the place (`country_level`); None when the file lists none
+    country_level: dict[str, tuple[str, ...]] | None = None
+
+    def country_level_words(self) -> list[str] | None:
+        """Every country's `country_level` words, or None when places.yaml lists none (grouping then uses the
+        shipped lists, so a places.yaml copied before the key existed groups as before)."""
+        if self.country_level is None:
+            return None
+        return [w for words in self.country_level.values() for w in words]
 
     def resolve(self, hits: Hits) -> list[tuple[str, int, int, int, int]]:
         """(country, atom, field, first word, last word) of every place hit that counts, in text order."""
@@ -84,6 +94,47 @@ class Gazetteer:
             if country in tagged:  # Алматы is a ru and a kk name: one place hit
                 out.setdefault((country, f, s, e), (country, a, f, s, e))
         return list(out.values())
+
+
+def _country_level(spec: Any, doc: YamlDoc, loc: tuple[str | int, ...], report: Report) -> tuple[str, ...]:
+    """A country's `country_level` list: plain words (no rule syntax: they are compared as name keys)."""
+    file = str(doc.path)
+    if not isinstance(spec, list):
+        report("country_level: expected a list of words", file, doc.line_of(loc), "")
+        return ()
+    out = []
+    for i, word in enumerate(spec):
+        if not isinstance(word, str) or not _LEVEL_WORD_RE.fullmatch(word):
+            report(
+                f"country_level: {word!r} is not a word (letters, with '-' or ' ' between parts)",
+                file,
+                doc.line_of((*loc, i)),
+                str(word),
+            )
+            continue
+        out.append(word)
+    return tuple(out)
+
+
+def read_country_level(path: Path) -> dict[str, tuple[str, ...]] | None:
+    """Only the `country_level` lists of a places file (for grouping without a classifier); ConfigErrors naming
+    file and line when they are malformed, None when the file lists none."""
+    doc = load_yaml(path)
+    errors: list[ConfigError] = []
+
+    def report(message: str, file: str | None, line: int | None, token: str) -> None:
+        errors.append(ConfigError(message, file=file or path, line=line))
+
+    countries = doc.data.get("countries") if isinstance(doc.data, dict) else None
+    out: dict[str, tuple[str, ...]] = {}
+    for code, cspec in countries.items() if isinstance(countries, dict) else ():
+        if isinstance(cspec, dict) and "country_level" in cspec:
+            out[str(code)] = _country_level(
+                cspec["country_level"], doc, ("countries", code, "country_level"), report
+            )
+    if errors:
+        raise ConfigErrors(errors)
+    return out or None
 
 
 def load_places(path: Path, table: AtomTable, report: Report) -> Gazetteer:
@@ -154,12 +205,18 @@ def load_places(path: Path, table: AtomTable, report: Report) -> Gazetteer:
             )
             continue
         if not isinstance(cspec, dict):
-            report("expected a mapping with name, names, ambiguous", file, doc.line_of(loc), "")
+            report(
+                "expected a mapping with name, names, ambiguous, country_level", file, doc.line_of(loc), ""
+            )
             continue
-        unknown = set(cspec) - {"name", "names", "ambiguous"}
+        unknown = set(cspec) - {"name", "names", "ambiguous", "country_level"}
         for key in sorted(map(str, unknown)):
             report(f"unknown key {key!r}", file, doc.line_of((*loc, key)), key)
         gaz.names[code] = str(cspec.get("name", code))
+        if "country_level" in cspec:
+            levels = gaz.country_level if gaz.country_level is not None else {}
+            levels[code] = _country_level(cspec["country_level"], doc, (*loc, "country_level"), report)
+            gaz.country_level = levels
         for key, ambiguous in (("names", False), ("ambiguous", True)):
             if key in cspec:
 
