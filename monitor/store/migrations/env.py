@@ -4,7 +4,8 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import monitor.store.digest_models  # registers the digest tables
-import monitor.store.models  # noqa: F401  (registers the tables)
+import monitor.store.models  # registers the tables
+import monitor.store.workspace_models  # noqa: F401  (users, verdicts, notes, audit)
 
 connection = context.config.attributes["connection"]
 context.configure(
