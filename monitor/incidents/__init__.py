@@ -3,11 +3,15 @@
     group_items(session, item_ids, now=...) -> GroupStats   assign classified items to open incidents or new ones
     explain_incident(session, item_id) -> dict | None       which incident an item is in, and why
     lock_grouping(session)                                  what every change to incidents takes first
+    merge_incidents(session, into_id, from_id, by=, why=)   an analyst's merge (see `triage`)
+    move_item(session, item_id, by=, why=, into_id=None)    an analyst's move out of an incident
+    resolve_incident(session, incident_id) -> int | None    where a (merged-away) incident's reports are now
 
 The modules, in the order a call uses them: `features` (stems and name keys of a text), `fingerprint` (a report's
 features as stored), `index` (which reports to compare), `scoring` (join or open: pure functions), `cache` (the
 stored fingerprints per process), `updates` (counts, dates, labels and signatures written back), `explanation`
-(why, in data and words), `grouping` (the call that strings them together).
+(why, in data and words), `grouping` (the call that strings them together), `triage` (an analyst's merges and
+moves, which grouping then respects).
 
 An item joins an *open* incident (one whose reports lie within `window_hours` of it) that shares a category with
 it, when, compared with one of the incident's reports:
@@ -47,14 +51,21 @@ from __future__ import annotations
 from monitor.incidents.explanation import explain_incident
 from monitor.incidents.features import CountryLevel
 from monitor.incidents.grouping import WINDOW_HOURS, group_items
+from monitor.incidents.triage import Merged, Moved, TriageError, merge_incidents, move_item, resolve_incident
 from monitor.incidents.updates import GroupStats, incident_severity, lock_grouping
 
 __all__ = [
     "WINDOW_HOURS",
     "CountryLevel",
     "GroupStats",
+    "Merged",
+    "Moved",
+    "TriageError",
     "explain_incident",
     "group_items",
     "incident_severity",
     "lock_grouping",
+    "merge_incidents",
+    "move_item",
+    "resolve_incident",
 ]

@@ -112,6 +112,7 @@ def explain_incident(session: Session, item_id: int) -> dict[str, Any] | None:
             "first_seen": utc(inc.first_seen).isoformat(),
             "last_seen": utc(inc.last_seen).isoformat(),
             "item_count": inc.item_count,
+            **({"triage": inc.explanation["triage"]} if "triage" in (inc.explanation or {}) else {}),
         },
         **{k: v for k, v in entry.items() if k != "incident"},
     }

@@ -108,10 +108,13 @@ def _key_of(value: Any) -> tuple[datetime, int] | None:
     return None if not value else (utc(datetime.fromisoformat(value[0])), int(value[1]))
 
 
-def recount(session: Session, incident_ids: Sequence[int]) -> tuple[dict[int, Summary], dict[int, datetime]]:
-    """Recompute from every member (after a report left or changed); also each member's publication date."""
+def recount(
+    session: Session, incident_ids: Sequence[int]
+) -> tuple[dict[int, Summary], dict[int, dict[int, datetime]]]:
+    """Recompute from every member (after a report left or changed); also, per incident, its members' publication
+    dates."""
     rows: dict[int, list[tuple[datetime, int]]] = {i: [] for i in incident_ids}
-    published: dict[int, datetime] = {}
+    published: dict[int, dict[int, datetime]] = {i: {} for i in incident_ids}
     labels: dict[int, tuple[set[str], set[str]]] = {i: (set(), set()) for i in incident_ids}
     for chunk in chunks(list(incident_ids)):
         # The members' ids and dates (no texts, no JSON), ...
@@ -120,7 +123,7 @@ def recount(session: Session, incident_ids: Sequence[int]) -> tuple[dict[int, Su
         )
         for inc_id, item_id, when in session.execute(q):
             rows[inc_id].append((utc(when), item_id))
-            published[item_id] = utc(when)
+            published[inc_id][item_id] = utc(when)
         # ... their distinct categories and countries (as stored text: the database leaves out the repeats) ...
         distinct = (
             sa_select(
@@ -179,6 +182,16 @@ def summary_after(inc: Incident, joined: Sequence[tuple[Fingerprint, str]]) -> S
     elif titled is None and first_new is not None:
         title = first_new  # no report has a title: the first one's stands in
     return Summary(title, categories, countries, inc.item_count + len(joined), first, last, titled)
+
+
+# What an analyst did to an incident (merges, moves), kept beside the rule whatever grouping does later.
+TRIAGE_KEYS = ("triage", "merged_into")
+
+
+def incident_explanation(current: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The rule in words, plus the analysts' record the incident already carries."""
+    kept = {k: current[k] for k in TRIAGE_KEYS if current and k in current}
+    return {**EXPLANATION, **kept}
 
 
 def _fields(inc: Incident) -> tuple[Any, ...]:
@@ -241,16 +254,15 @@ def refresh(
 
         old_sig = inc.signature or {}
         fps: dict[int, dict[str, Any]] = {int(k): v for k, v in old_sig.get("members", {}).items()}
-        if inc_id in recomputed:  # reports may have left: keep the fingerprints of members only
-            fps = {i: v for i, v in fps.items() if i in published}
-            for item_id in published.keys() & fresh.keys():
+        mine = published.get(inc_id, {})
+        if inc_id in recomputed:  # reports may have left: keep the fingerprints of its members only
+            fps = {i: v for i, v in fps.items() if i in mine}
+            for item_id in mine.keys() & fresh.keys():
                 fps[item_id] = fresh[item_id].to_json()
         else:
             for m, _ in added.get(inc_id, ()):
                 fps[m.item_id] = fresh[m.item_id].to_json()
-        order = {
-            i: published[i] if i in published else utc(datetime.fromisoformat(v["t"])) for i, v in fps.items()
-        }
+        order = {i: mine[i] if i in mine else utc(datetime.fromisoformat(v["t"])) for i, v in fps.items()}
         keep = sorted(fps, key=lambda i: (order[i], i))[-MAX_MEMBERS:]
         kept = {i: fps[i] for i in keep}
         body = {
@@ -284,10 +296,9 @@ def refresh(
                 inc.last_seen,
                 inc.categories,
             )
-        if inc.explanation != EXPLANATION:
-            inc.explanation = (
-                EXPLANATION  # an incident written before revision 0005 held every report's reason
-            )
+        explanation = incident_explanation(inc.explanation)
+        if inc.explanation != explanation:
+            inc.explanation = explanation  # one written before revision 0005 held every report's reason
         if changed:
             inc.updated_at = now
             if inc_id not in new:
