@@ -247,18 +247,19 @@ def load_rows(engine: Engine) -> int:
 
 
 def build_digest_once(engine: Engine) -> str:
-    try:
-        from monitor.config.load import packaged_dir
-        from monitor.deliver.digest import build_digest
-        from monitor.deliver.digests import category_infos, find_digest, load_digests
-    except ImportError as exc:
-        return f"digest engine not available ({exc})"
-    config_dir = packaged_dir("config")
-    cats = category_infos(config_dir)
-    d = find_digest(load_digests(config_dir, cats), "daily", config_dir)
+    from monitor.config.load import load_config, packaged_dir
+    from monitor.deliver.digest import build_digest
+
+    config = load_config(packaged_dir("config"))
     with session_scope(engine) as s:
         built = build_digest(
-            s, d, cats, config_dir, now=START + timedelta(days=100), position=START - timedelta(days=1)
+            s,
+            config.digest("daily"),
+            config.categories,
+            polling=config.settings.polling,
+            templates_dir=config.templates_dir,
+            now=START + timedelta(days=100),
+            position=START - timedelta(days=1),
         )
     return f"{built.context['total']} incidents, HTML page {len(built.page_html) / 1e6:.1f} MB"
 

@@ -14,14 +14,13 @@ import pytest
 from sqlmodel import Session, create_engine, func, select
 from typer.testing import CliRunner
 
-import monitor.cli
+import monitor.cli  # noqa: F401 - registers every command on `app`
 from monitor.cli.app import app
 from monitor.store.models import Item, ItemSource
 from tests.support.builders import dated, rss
 from tests.support.contracts import EXPORT_ITEM_FIELDS
 from tests.support.feedserver import FeedServer
 
-monitor.cli._register()
 runner = CliRunner()
 
 

@@ -14,7 +14,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
-from monitor.config.load import packaged_dir
+from monitor.config.digests import next_fire_time
+from monitor.config.load import load_config, packaged_dir
 from monitor.deliver.digest import (
     deliver_digest,
     delivered_digests,
@@ -23,7 +24,6 @@ from monitor.deliver.digest import (
 )
 from monitor.deliver.digest import outbox as outbox_mod
 from monitor.deliver.digest.outbox import ATTEMPT_LEASE, backoff
-from monitor.deliver.digests import load_digests, next_fire_time
 from monitor.errors import ConfigError, ConfigErrors
 from monitor.store.digest_models import DigestEntry, DigestOutbox
 from monitor.store.engine import session_scope
@@ -34,7 +34,7 @@ from tests.support.smtpserver import SmtpServer
 
 
 def test_packaged_config_defines_daily_for_everything_every_morning() -> None:
-    digests = {d.name: d for d in load_digests(packaged_dir("config"))}
+    digests = {d.name: d for d in load_config(packaged_dir("config")).digests}
     daily = digests["daily"]
     assert daily.schedule == "0 8 * * *" and daily.timezone == "Asia/Almaty"
     assert daily.filters.categories == [] and daily.filters.countries == []
@@ -62,7 +62,7 @@ def test_bad_digest_config_names_file_line_and_field(config_dir: Path) -> None:
     path = write_digests(config_dir, BAD)
     lines = BAD.splitlines()
     with pytest.raises(ConfigErrors) as info:
-        load_digests(config_dir)
+        load_config(config_dir)
     errors = info.value.errors
     by_field = {e.field: e for e in errors}
     # pydantic errors (cron, zone, addresses) are found first; the category check needs a valid file
@@ -79,7 +79,7 @@ def test_bad_digest_config_names_file_line_and_field(config_dir: Path) -> None:
     fixed = fixed.replace('["not an address", "ok@example.org", "a@b"]', "[ok@example.org]")
     write_digests(config_dir, fixed)
     with pytest.raises(ConfigErrors) as info2:
-        load_digests(config_dir)
+        load_config(config_dir)
     (cat_err,) = info2.value.errors
     assert "arrests_of_cats" in cat_err.message and cat_err.line == 6
 
@@ -92,7 +92,7 @@ def test_invalid_addresses_are_rejected(config_dir: Path, address: str) -> None:
     body = SIMPLE.replace("other@example.org", '"' + address.replace("\n", "\\n") + '"')
     write_digests(config_dir, body)
     with pytest.raises(ConfigErrors) as info:
-        load_digests(config_dir)
+        load_config(config_dir)
     assert any(e.field == "digests[0].email.recipients" for e in info.value.errors)
 
 
@@ -103,7 +103,7 @@ def test_duplicate_names_and_digests_going_nowhere_are_errors(config_dir: Path) 
         "  - name: a\n    schedule: immediate\n    page: {output: out}\n  - name: b\n    schedule: immediate\n",
     )
     with pytest.raises(ConfigErrors) as info:
-        load_digests(config_dir)
+        load_config(config_dir)
     messages = [(e.line, e.message) for e in info.value.errors]
     assert any("goes nowhere" in m for _, m in messages)
     # duplicates are checked after the schema passes
@@ -113,13 +113,13 @@ def test_duplicate_names_and_digests_going_nowhere_are_errors(config_dir: Path) 
         "  - name: a\n    schedule: immediate\n    page: {output: out}\n",
     )
     with pytest.raises(ConfigErrors) as info2:
-        load_digests(config_dir)
+        load_config(config_dir)
     assert [(e.line, "used twice" in e.message) for e in info2.value.errors] == [(5, True)]
 
 
 def test_next_fire_time_follows_the_digests_time_zone(config_dir: Path) -> None:
     write_digests(config_dir, SIMPLE + "  - name: alerts\n    schedule: immediate\n    page: {output: p}\n")
-    daily, alerts = load_digests(config_dir)
+    daily, alerts = load_config(config_dir).digests
     # 08:00 in Almaty (UTC+5) is 03:00 UTC
     assert next_fire_time(daily, datetime(2026, 11, 20, 1, 0, tzinfo=UTC)) == datetime(
         2026, 11, 20, 3, 0, tzinfo=UTC
@@ -135,7 +135,7 @@ def test_next_fire_time_follows_the_digests_time_zone(config_dir: Path) -> None:
 def test_unknown_digest_is_a_config_error(engine: Engine, config_dir: Path) -> None:
     write_digests(config_dir, SIMPLE)
     with pytest.raises(ConfigError, match="no digest named 'weekly'"):
-        deliver_digest(engine, config_dir, "weekly", now=T0)
+        deliver_digest(engine, load_config(config_dir), "weekly", now=T0)
 
 
 # ---------------------------------------------------------------------------------------------------- delivery
@@ -174,14 +174,14 @@ def test_two_runs_deliver_each_incident_once(engine: Engine, cfg: Path, smtp: Sm
         engine, "Газету закрыли в Алматы", categories=["media_restriction"], severity="medium", at=late
     )
 
-    first = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1))
+    first = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1))
     assert first.status == "delivered" and first.incidents == 2 and first.ok
-    second = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=2))
+    second = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=2))
     assert second.status == "empty"
     assert len(smtp.messages) == 1
 
     add_incident(engine, "Активиста оштрафовали в Шымкенте", at=T0 + timedelta(hours=3))
-    third = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=4))
+    third = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=4))
     assert third.status == "delivered" and third.incidents == 1
     assert len(smtp.messages) == 2
     titles = ["Журналиста задержали", "Газету закрыли", "Активиста оштрафовали"]
@@ -220,9 +220,9 @@ def test_filters_select_by_country_severity_category_and_feed_tag(
     add_incident(engine, "KZ media closure", categories=["media_restriction"], severity="medium", at=T0)
     now = T0 + timedelta(hours=1)
 
-    alert = deliver_digest(engine, config_dir, "kz-high", now=now)
-    media = deliver_digest(engine, config_dir, "media", now=now)
-    daily = deliver_digest(engine, config_dir, "daily", now=now)
+    alert = deliver_digest(engine, load_config(config_dir), "kz-high", now=now)
+    media = deliver_digest(engine, load_config(config_dir), "media", now=now)
+    daily = deliver_digest(engine, load_config(config_dir), "daily", now=now)
     assert (alert.incidents, media.incidents, daily.incidents) == (1, 1, 4)
     by_rcpt = {m.rcpt_tos[0]: m for m in smtp.messages}
     alert_text = by_rcpt["duty@example.org"].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
@@ -241,7 +241,7 @@ def test_failed_send_stays_pending_and_one_retry_delivers_it_once(
     add_incident(engine, "Правозащитника арестовали", at=T0)
     smtp.mode = "refuse"
     now = T0 + timedelta(hours=1)
-    run = deliver_digest(engine, cfg, "daily", now=now)
+    run = deliver_digest(engine, load_config(cfg), "daily", now=now)
     assert run.status == "pending" and not run.ok
     assert run.error is not None and "554" in run.error and run.attempts == 1
     assert run.next_attempt_at == now + backoff(1)
@@ -254,13 +254,13 @@ def test_failed_send_stays_pending_and_one_retry_delivers_it_once(
 
     smtp.mode = "accept"
     # before the backoff expires retry_pending leaves it alone
-    assert retry_pending(engine, cfg, now=now + timedelta(seconds=1)) == []
+    assert retry_pending(engine, load_config(cfg).digests.settings, now=now + timedelta(seconds=1)) == []
     assert smtp.messages == []
-    (retried,) = retry_pending(engine, cfg, now=now + backoff(1))
+    (retried,) = retry_pending(engine, load_config(cfg).digests.settings, now=now + backoff(1))
     assert retried.status == "delivered" and retried.message_id == run.message_id and retried.attempts == 2
     assert [m.message["Message-ID"] for m in smtp.messages] == [run.message_id]
-    assert retry_pending(engine, cfg, now=now + timedelta(hours=1)) == []
-    assert deliver_digest(engine, cfg, "daily", now=now + timedelta(hours=2)).status == "empty"
+    assert retry_pending(engine, load_config(cfg).digests.settings, now=now + timedelta(hours=1)) == []
+    assert deliver_digest(engine, load_config(cfg), "daily", now=now + timedelta(hours=2)).status == "empty"
     assert len(smtp.messages) == 1
     (status,) = digest_status(engine)
     assert status["pending"] is None and status["delivered"] == 1
@@ -280,7 +280,7 @@ def test_hanging_or_dropping_server_leaves_digest_pending_with_the_error(
     add_feed(engine, "kz-news")
     add_incident(engine, "Митинг разогнали", categories=["protest_crackdown"], at=T0)
     smtp.mode = mode
-    run = deliver_digest(engine, config_dir, "daily", now=T0 + timedelta(hours=1))
+    run = deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=1))
     assert run.status == "pending" and run.error is not None and f"smtp {kind}" in run.error
     (status,) = digest_status(engine)
     assert status["pending"]["last_error"] == run.error
@@ -292,14 +292,14 @@ def test_new_incidents_wait_behind_a_pending_digest_and_each_is_delivered_once(
     add_feed(engine, "kz-news")
     add_incident(engine, "Первое дело", at=T0)
     smtp.mode = "refuse"
-    failed = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1))
+    failed = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1))
     assert failed.status == "pending"
     add_incident(engine, "Второе дело", at=T0 + timedelta(hours=2))
     # still refusing: the pending one is retried, no second message is built meanwhile
-    again = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=3))
+    again = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=3))
     assert again.status == "pending" and again.outbox_id == failed.outbox_id and again.attempts == 2
     smtp.mode = "accept"
-    run = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=4))
+    run = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=4))
     assert run.previous is not None and run.previous.message_id == failed.message_id
     assert run.previous.status == "delivered" and run.status == "delivered" and run.ok
     assert [_ids_in(_plain(smtp, i), ["Первое дело", "Второе дело"]) for i in (0, 1)] == [
@@ -324,26 +324,26 @@ def test_crash_between_send_and_record_resends_with_the_same_message_id_only(
 
     monkeypatch.setattr(outbox_mod, "_after_send", crash)
     with pytest.raises(SimulatedCrash):
-        deliver_digest(engine, cfg, "daily", now=now)
+        deliver_digest(engine, load_config(cfg), "daily", now=now)
     monkeypatch.setattr(outbox_mod, "_after_send", None)
     assert len(smtp.messages) == 1
     first_id = smtp.messages[0].message["Message-ID"]
 
     # another run while the dead attempt's lease still holds: nothing is sent, nothing new is built
-    busy = deliver_digest(engine, cfg, "daily", now=now + timedelta(minutes=1))
+    busy = deliver_digest(engine, load_config(cfg), "daily", now=now + timedelta(minutes=1))
     assert busy.status == "busy" and len(smtp.messages) == 1
     (status,) = digest_status(engine)
     assert status["pending"]["status"] == "sending" and status["pending"]["maybe_sent"]
 
     # after the lease: the stored message goes again, byte for byte, with the same Message-ID
-    (resent,) = retry_pending(engine, cfg, now=now + ATTEMPT_LEASE)
+    (resent,) = retry_pending(engine, load_config(cfg).digests.settings, now=now + ATTEMPT_LEASE)
     assert resent.status == "delivered" and resent.maybe_sent
     assert len(smtp.messages) == 2
     assert smtp.messages[1].message["Message-ID"] == first_id
     assert smtp.messages[1].data == smtp.messages[0].data
 
     # and the incident never comes back
-    assert deliver_digest(engine, cfg, "daily", now=now + timedelta(hours=1)).status == "empty"
+    assert deliver_digest(engine, load_config(cfg), "daily", now=now + timedelta(hours=1)).status == "empty"
     assert len(smtp.messages) == 2
 
 
@@ -353,10 +353,12 @@ from datetime import datetime
 from pathlib import Path
 from monitor.deliver import digest
 from monitor.deliver.digest import outbox
+from monitor.config.load import load_config
 from monitor.store import make_engine
 
 outbox._after_send = lambda row: os._exit(9)  # the process dies right after the server said 250
-digest.deliver_digest(make_engine(sys.argv[1]), Path(sys.argv[2]), "daily", now=datetime.fromisoformat(sys.argv[3]))
+config = load_config(Path(sys.argv[2]))
+digest.deliver_digest(make_engine(sys.argv[1]), config, "daily", now=datetime.fromisoformat(sys.argv[3]))
 """
 
 
@@ -374,11 +376,11 @@ def test_process_killed_after_send_never_mints_a_second_message_id(
     assert proc.returncode == 9, proc.stderr.decode()
     (first,) = smtp.messages
     # a scheduled run the next morning first finishes the interrupted message, then has nothing new
-    run = deliver_digest(engine, cfg, "daily", now=now + timedelta(days=1))
+    run = deliver_digest(engine, load_config(cfg), "daily", now=now + timedelta(days=1))
     assert run.status == "empty" and run.previous is not None and run.previous.status == "delivered"
     assert run.previous.maybe_sent  # flagged: recipients may see it twice, with the same Message-ID
     assert [m.message["Message-ID"] for m in smtp.messages] == [first.message["Message-ID"]] * 2
-    assert deliver_digest(engine, cfg, "daily", now=now + timedelta(days=2)).status == "empty"
+    assert deliver_digest(engine, load_config(cfg), "daily", now=now + timedelta(days=2)).status == "empty"
     assert len(smtp.messages) == 2
 
 
@@ -388,11 +390,11 @@ def test_update_to_a_delivered_incident_comes_as_an_update(
     add_feed(engine, "kz-news", title="Vlast.kz")
     add_feed(engine, "other", title="Азаттык")
     inc = add_incident(engine, "Суд над журналистом", at=T0)
-    deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1))
+    deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1))
     add_report(engine, inc, "Журналиста приговорили к двум годам", at=T0 + timedelta(hours=5), feed="other")
     add_incident(engine, "Новое дело", at=T0 + timedelta(hours=5))
 
-    run = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=6))
+    run = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=6))
     assert (run.incidents, run.updates) == (1, 1)
     text = _plain(smtp, 1)
     new_part, update_part = text.split("## Updates to incidents already reported")
@@ -406,14 +408,14 @@ def test_update_to_a_delivered_incident_comes_as_an_update(
         kinds = sorted((e.incident_id, e.kind) for e in s.exec(select(DigestEntry)) if e.incident_id == inc)
     assert kinds == [(inc, "new"), (inc, "update")]
     # the same version is not delivered a third time
-    assert deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=7)).status == "empty"
+    assert deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=7)).status == "empty"
 
 
 def test_first_run_looks_back_only_first_lookback(engine: Engine, cfg: Path, smtp: SmtpServer) -> None:
     add_feed(engine, "kz-news")
     add_incident(engine, "Старое дело", at=T0 - timedelta(days=3))
     add_incident(engine, "Свежее дело", at=T0)
-    run = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1))
+    run = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1))
     assert run.incidents == 1 and "Старое дело" not in _plain(smtp, 0)
 
 
@@ -423,7 +425,7 @@ def test_dry_run_writes_eml_and_page_and_records_nothing(
     add_feed(engine, "kz-news")
     add_incident(engine, "Дело против НКО", categories=["ngo_liquidation"], at=T0)
     out = tmp_path / "dry"
-    run = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1), dry_run_out=out)
+    run = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1), dry_run_out=out)
     assert run.status == "dry_run" and run.incidents == 1
     assert (out / "daily.eml").read_bytes().startswith(b"Subject: ") or b"\r\nSubject: " in (
         out / "daily.eml"
@@ -431,12 +433,12 @@ def test_dry_run_writes_eml_and_page_and_records_nothing(
     assert "Дело против НКО" in (out / "daily.html").read_text(encoding="utf-8")
     assert smtp.messages == [] and digest_status(engine) == []
     # the real run still has everything to deliver
-    assert deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1)).incidents == 1
+    assert deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1)).incidents == 1
 
 
 def test_send_empty_sends_a_nothing_new_message(engine: Engine, config_dir: Path, smtp: SmtpServer) -> None:
     write_digests(config_dir, SIMPLE + "    send_empty: true\n")
-    run = deliver_digest(engine, config_dir, "daily", now=T0)
+    run = deliver_digest(engine, load_config(config_dir), "daily", now=T0)
     assert run.status == "delivered" and run.incidents == 0
     assert "Nothing new since the last digest." in _plain(smtp, 0)
 
@@ -444,7 +446,7 @@ def test_send_empty_sends_a_nothing_new_message(engine: Engine, config_dir: Path
 def test_without_smtp_url_the_digest_waits_as_pending(engine: Engine, cfg: Path) -> None:
     add_feed(engine, "kz-news")
     add_incident(engine, "Дело", at=T0)
-    run = deliver_digest(engine, cfg, "daily", now=T0 + timedelta(hours=1))
+    run = deliver_digest(engine, load_config(cfg), "daily", now=T0 + timedelta(hours=1))
     assert run.status == "pending" and "MONITOR_SMTP_URL is not set" in (run.error or "")
 
 
@@ -456,7 +458,7 @@ def test_page_only_digest_writes_latest_and_dated_page(engine: Engine, config_di
     )
     add_feed(engine, "kz-news")
     add_incident(engine, "Дело для страницы", at=T0)
-    run = deliver_digest(engine, config_dir, "web", now=T0 + timedelta(hours=1))
+    run = deliver_digest(engine, load_config(config_dir), "web", now=T0 + timedelta(hours=1))
     assert run.status == "delivered" and run.page_path is not None
     public = config_dir.parent / "public"
     assert sorted(p.name for p in public.iterdir()) == ["web-2026-11-20-0700.html", "web.html"]
@@ -485,13 +487,13 @@ def test_alert_after_each_poll_honours_the_backoff_of_its_pending_message(
     add_incident(engine, "Пикет разогнали", categories=["protest_crackdown"], at=T0)
     smtp.mode = "refuse"
     now = T0 + timedelta(minutes=5)
-    assert deliver_digest(engine, config_dir, "alert", now=now).attempts == 1
+    assert deliver_digest(engine, load_config(config_dir), "alert", now=now).attempts == 1
     smtp.mode = "accept"
     # the next poll, 10 s later: the message is not due yet, so no attempt is made and nothing new is built
-    waiting = deliver_digest(engine, config_dir, "alert", now=now + timedelta(seconds=10))
+    waiting = deliver_digest(engine, load_config(config_dir), "alert", now=now + timedelta(seconds=10))
     assert waiting.status == "pending" and waiting.attempts == 1 and smtp.messages == []
     (status,) = digest_status(engine)
     assert status["last_run_at"] == (now + timedelta(seconds=10)).isoformat()  # the slot counts as served
-    done = deliver_digest(engine, config_dir, "alert", now=now + backoff(1))
+    done = deliver_digest(engine, load_config(config_dir), "alert", now=now + backoff(1))
     assert done.previous is not None and done.previous.status == "delivered" and done.status == "empty"
     assert len(smtp.messages) == 1

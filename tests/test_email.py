@@ -17,8 +17,9 @@ import pytest
 from sqlalchemy import Engine
 from typer.testing import CliRunner
 
-from monitor.cli import _register
+import monitor.cli  # noqa: F401 - registers every command on `app`
 from monitor.cli.app import app
+from monitor.config.load import load_config
 from monitor.deliver.digest import deliver_digest
 from monitor.deliver.smtp import SmtpError, parse_smtp_url, send_message
 from tests.support.digestdata import SIMPLE, T0, add_feed, add_incident, write_digests
@@ -80,7 +81,7 @@ def _seed(engine: Engine) -> None:
 def _deliver(engine: Engine, config_dir: Path) -> None:
     write_digests(config_dir, SIMPLE)
     _seed(engine)
-    run = deliver_digest(engine, config_dir, "daily", now=T0 + timedelta(hours=2))
+    run = deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=2))
     assert run.status == "delivered", run.error
 
 
@@ -285,7 +286,7 @@ def test_refused_recipient_among_accepted_ones_is_reported(
         write_digests(config_dir, SIMPLE)
         add_feed(engine, "kz-news")
         add_incident(engine, "Дело", at=T0)
-        run = deliver_digest(engine, config_dir, "daily", now=T0 + timedelta(hours=1))
+        run = deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=1))
     assert run.status == "delivered" and list(run.refused) == ["other@example.org"]
     assert srv.messages[0].rcpt_tos == ["analyst@example.org"]
 
@@ -295,7 +296,6 @@ def test_refused_recipient_among_accepted_ones_is_reported(
 
 @pytest.fixture
 def cli() -> CliRunner:
-    _register()
     return CliRunner()
 
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from monitor.deliver.digests import category_infos
 from monitor.incidents import incident_severity
-from monitor.severity import SEVERITIES, default_severity, most_severe, rank
+from monitor.severity import SEVERITIES, TAXONOMY_SEVERITY, default_severity, most_severe, rank
 
 
 def test_levels_rank_most_severe_first_and_unknown_last() -> None:
@@ -26,12 +25,11 @@ def test_taxonomy_defaults_rate_four_categories_high() -> None:
     assert default_severity("no_such_category") == "medium"
 
 
-def test_digest_fallback_and_incidents_agree_on_the_defaults(tmp_path: Path) -> None:
-    # No categories.yaml: the digest falls back to the taxonomy, as grouping does without configured levels.
-    metas = category_infos(tmp_path)
-    assert len(metas) == 13
-    for cid, meta in metas.items():
-        assert meta.severity == incident_severity([cid])
+def test_taxonomy_defaults_and_incidents_agree(tmp_path: Path) -> None:
+    # Grouping without configured levels uses the taxonomy's level for each of its 13 categories.
+    assert len(TAXONOMY_SEVERITY) == 13
+    for cid, level in TAXONOMY_SEVERITY.items():
+        assert level == incident_severity([cid])
 
 
 def test_configured_level_wins_over_the_taxonomy() -> None:

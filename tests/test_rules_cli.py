@@ -8,13 +8,12 @@ from pathlib import Path
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-import monitor.cli
+import monitor.cli  # noqa: F401 - registers every command on `app`
 from monitor.cli.app import app
 from monitor.store import ensure_schema, make_engine
 from monitor.store.models import Item
 from monitor.store.types import utcnow
 
-monitor.cli._register()
 runner = CliRunner()
 
 

@@ -14,7 +14,6 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, func, select
 
 from monitor.config.load import load_config
-from monitor.service.runtime import load_runtime
 from monitor.service.scheduler import Service, ServiceOptions
 from monitor.store import ensure_schema, make_engine
 from monitor.store.digest_models import DigestOutbox, DigestState
@@ -198,12 +197,12 @@ def test_workers_firing_the_same_digest_slot_at_once_deliver_it_once(
     (config_dir / "digests.yaml").write_text(DIGESTS, encoding="utf-8")
     engine = make_engine(pg_url)
     ensure_schema(engine)
-    runtime = load_runtime(config_dir)
+    config = load_config(config_dir)
     slot = datetime.now(UTC) - timedelta(minutes=1)
     outcomes: list[str] = []
     with SmtpServer() as smtp:
         monkeypatch.setenv("MONITOR_SMTP_URL", smtp.url())
-        services = [Service(engine, runtime, ServiceOptions(port=None, worker=f"w{i}")) for i in range(3)]
+        services = [Service(engine, config, ServiceOptions(port=None, worker=f"w{i}")) for i in range(3)]
         barrier = threading.Barrier(3)
 
         def fire(svc: Service) -> None:

@@ -19,10 +19,11 @@ import yaml
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, func, select
 
+from monitor.config.load import load_config
 from monitor.service.http import resolve_static
 from monitor.service.locks import InstanceLock, InstanceLocked, exclusive
 from monitor.service.retention import prune_unmatched
-from monitor.service.runtime import ConfigWatcher, DigestPlan, load_runtime
+from monitor.service.runtime import ConfigWatcher
 from monitor.service.scheduler import Service, ServiceOptions, cron_trigger, previous_fire
 from monitor.store import make_engine
 from monitor.store.models import Feed, Item, ItemSource
@@ -64,7 +65,7 @@ def run_with_service(
     engine: Engine, config_dir: Path, scenario: Callable[[Service], Awaitable[None]], **opts: Any
 ) -> None:
     async def main() -> None:
-        service = Service(engine, load_runtime(config_dir), options(**opts))
+        service = Service(engine, load_config(config_dir), options(**opts))
         await service.start()
         try:
             await scenario(service)
@@ -351,12 +352,12 @@ def test_a_valid_config_change_takes_effect_and_an_invalid_one_keeps_the_running
             config_dir, [{"id": "a", "url": server.url("/a.xml")}, {"id": "b", "url": server.url("/b.xml")}]
         )
         await until(lambda: items(engine) == 4, what="the new feed to be polled")
-        assert len(service.runtime.config.feeds) == 2
+        assert len(service.config.feeds) == 2
         # Invalid: the old config keeps running, the error names file and line.
         (config_dir / "settings.yaml").write_text("polling:\n  min_interval: soon\n", encoding="utf-8")
         await until(lambda: service.last_reload_error is not None, what="the rejection")
         assert "settings.yaml:2" in service.last_reload_error
-        assert len(service.runtime.config.feeds) == 2
+        assert len(service.config.feeds) == 2
         assert service.metrics.reloads.get(outcome="rejected") == 1
         async with httpx.AsyncClient() as client:
             health = (await client.get(base_url(service) + "/healthz")).json()
@@ -404,10 +405,10 @@ def test_retention_prunes_only_old_unmatched_items_and_they_are_not_ingested_aga
     ]
     server.add("/n.xml", body=rss(entries))
     write_config(config_dir, [{"id": "n", "url": server.url("/n.xml")}])
-    runtime = load_runtime(config_dir)
+    config = load_config(config_dir)
     from monitor.ingest.poll import poll_once
 
-    asyncio.run(poll_once(engine, runtime.config, runtime.classifier, ignore_schedule=True))
+    asyncio.run(poll_once(engine, config, config.rules, ignore_schedule=True))
     assert items(engine) == 3
     old = datetime.now(UTC) - timedelta(days=40)
     with Session(engine) as s:
@@ -429,7 +430,7 @@ def test_retention_prunes_only_old_unmatched_items_and_they_are_not_ingested_aga
 
     # The publisher still lists the pruned story (with a fresh body): it must not come back as new.
     server.add("/n.xml", body=rss([*entries, It("A new story", "Text.", "https://n.example/4")]))
-    report2 = asyncio.run(poll_once(engine, runtime.config, runtime.classifier, ignore_schedule=True))
+    report2 = asyncio.run(poll_once(engine, config, config.rules, ignore_schedule=True))
     assert [(r.new, r.updated) for r in report2.results] == [(1, 0)]
     assert items(engine) == 4
     with Session(engine) as s:
@@ -440,16 +441,16 @@ def test_retention_prunes_only_old_unmatched_items_and_they_are_not_ingested_aga
 
 
 def test_previous_fire_is_the_slot_a_run_serves_in_the_digest_time_zone() -> None:
-    daily = cron_trigger(DigestPlan("daily", "0 8 * * *", "Asia/Almaty"))
+    daily = cron_trigger("0 8 * * *", "Asia/Almaty")
     almaty = ZoneInfo("Asia/Almaty")
     now = datetime(2026, 11, 20, 7, 59, tzinfo=almaty)
     assert previous_fire(daily, now) == datetime(2026, 11, 19, 8, 0, tzinfo=almaty)
     at = datetime(2026, 11, 20, 8, 0, tzinfo=almaty)
     assert previous_fire(daily, at) == at
-    minutely = cron_trigger(DigestPlan("m", "* * * * *"))
+    minutely = cron_trigger("* * * * *")
     t = datetime(2026, 11, 20, 12, 34, 56, tzinfo=UTC)
     assert previous_fire(minutely, t) == datetime(2026, 11, 20, 12, 34, tzinfo=UTC)
-    yearly = cron_trigger(DigestPlan("y", "0 0 1 1 *"))
+    yearly = cron_trigger("0 0 1 1 *")
     assert previous_fire(yearly, t) == datetime(2026, 1, 1, tzinfo=UTC)
 
 

@@ -11,7 +11,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-import monitor.cli
+import monitor.cli  # noqa: F401 - registers every command on `app`
 from monitor.cli.app import app
 from monitor.store.engine import session_scope
 from monitor.store.models import Item
@@ -124,7 +124,6 @@ def test_verdicts_survive_reclassify(config_dir: Path, db_url: str, engine: Engi
         # The rules match item a; the analyst says they are wrong. Item b matched nothing; the analyst adds one.
         record_verdict(s, a, "protest_crackdown", "reject", author="aigerim")
         record_verdict(s, b, "civil_society_closure", "add", author="aigerim")
-    monitor.cli._register()
     result = CliRunner().invoke(app, ["--config", str(config_dir), "--db", db_url, "reclassify", "--json"])
     assert result.exit_code == 0, result.output
     with Session(engine) as s:

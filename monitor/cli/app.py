@@ -8,16 +8,18 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
-from monitor.config.load import Config, load_config, resolve_config_dir
+from monitor.config.load import Config, load_config, load_feeds, load_settings, resolve_config_dir
+from monitor.config.models import FeedConfig, Settings
 from monitor.errors import ConfigError, ConfigErrors
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -56,8 +58,29 @@ class State:
 
     @cached_property
     def config(self) -> Config:
+        """Every file of the config folder, loaded once; an invalid one exits 2 naming file and line."""
         try:
             return load_config(self.config_dir)
+        except ConfigError as exc:
+            fail_config(exc)
+
+    @cached_property
+    def settings(self) -> Settings:
+        """settings.yaml alone: commands that only need the database (db upgrade, feeds) do not fail on a
+        broken rule file, and do not pay for compiling the rules."""
+        if "config" in self.__dict__:
+            return self.config.settings
+        try:
+            return load_settings(self.config_dir)
+        except ConfigError as exc:
+            fail_config(exc)
+
+    @cached_property
+    def feeds(self) -> tuple[FeedConfig, ...]:
+        if "config" in self.__dict__:
+            return self.config.feeds
+        try:
+            return load_feeds(self.config_dir)
         except ConfigError as exc:
             fail_config(exc)
 
@@ -65,7 +88,7 @@ class State:
     def db_url(self) -> str:
         from monitor.store.engine import resolve_db_url
 
-        return resolve_db_url(self.db_option, self.config.settings.database.url)
+        return resolve_db_url(self.db_option, self.settings.database.url)
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         """The database, with its schema brought up to date (cheap when already current)."""
@@ -110,7 +133,7 @@ def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def print_json(data: Any) -> None:
+def print_json(data: object) -> None:
     sys.stdout.write(json.dumps(data, ensure_ascii=False, indent=2, default=str) + "\n")
 
 
@@ -141,22 +164,11 @@ class CheckResult:
     notes: list[str] = field(default_factory=list)
 
 
-# Parts of the configuration other modules know how to check (rules, digests...). Each takes the config folder.
-CHECKS: list[Any] = []
+Check = Callable[[Config], CheckResult]
+# What `monitor check` runs on a configuration that loaded (rule examples, digest schedules...), in order.
+CHECKS: list[Check] = []
 
 
-def register_check(fn: Any) -> Any:
+def register_check(fn: Check) -> Check:
     CHECKS.append(fn)
     return fn
-
-
-def load_rules(st: State) -> Any:
-    """The compiled classifier for the config in use; an invalid rule file exits 2 with every error."""
-    try:
-        from monitor.rules import load_classifier
-    except ImportError:  # the rule engine is optional for feed-only commands while it is being built
-        return None
-    try:
-        return load_classifier(st.config_dir)
-    except ConfigError as exc:
-        fail_config(exc)

@@ -22,28 +22,19 @@ from monitor.config.load import collect, load_config
 from monitor.errors import ConfigError
 
 
-def check_base(config_dir: object) -> CheckResult:
-    from pathlib import Path
-
-    result = CheckResult("settings and feeds")
-    try:
-        cfg = load_config(Path(str(config_dir)))
-        result.notes.append(f"{len(cfg.feeds)} feeds, {sum(f.enabled for f in cfg.feeds)} enabled")
-    except ConfigError as exc:
-        result.errors += collect(exc)
-    return result
-
-
 @app.command()
 def check(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
     """Validate every config file and run every rule example; report all problems at once."""
     st = state(ctx)
-    results = [check_base(st.config_dir)]
-    for fn in CHECKS:
-        try:
-            results.append(fn(st.config_dir))
-        except ConfigError as exc:
-            results.append(CheckResult(getattr(fn, "__name__", "check"), errors=collect(exc)))
+    base = CheckResult("configuration")
+    results = [base]
+    try:
+        cfg = load_config(st.config_dir)
+    except ConfigError as exc:
+        base.errors += collect(exc)  # every file's problems at once; the checks below need a loaded config
+    else:
+        base.notes.append(f"{len(cfg.feeds)} feeds, {sum(f.enabled for f in cfg.feeds)} enabled")
+        results += [fn(cfg) for fn in CHECKS]
     errors = [e for r in results for e in r.errors]
     failures = [f for r in results for f in r.failures]
     code = EXIT_USAGE if errors else EXIT_PROBLEMS if failures else EXIT_OK

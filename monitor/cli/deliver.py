@@ -23,25 +23,21 @@ from monitor.cli.app import (
     register_check,
     state,
 )
-from monitor.config.load import collect
+from monitor.config.digests import Digests, DigestsSettings
+from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError, DeliveryError
 
 
 @register_check
-def check_digests(config_dir: Path) -> CheckResult:
-    """digests.yaml: categories exist, cron and time zones are valid, addresses look like addresses."""
-    from monitor.deliver.digests import FILE_NAME, load_digests, next_fire_time
+def check_digests(config: Config) -> CheckResult:
+    """When each digest runs and where it goes; whether MONITOR_SMTP_URL can be used."""
+    from monitor.config.digests import FILE_NAME, next_fire_time
     from monitor.deliver.smtp import ENV_VAR, target_from_env
     from monitor.store.types import utcnow
 
     result = CheckResult("digests")
-    config_dir = Path(config_dir)
-    try:
-        digests = load_digests(config_dir)
-    except ConfigError as exc:
-        result.errors += collect(exc)
-        return result
-    if not (config_dir / FILE_NAME).exists():
+    digests = config.digests
+    if not digests.path.exists():
         result.notes.append(f"no {FILE_NAME}: no digests")
         return result
     now = utcnow()
@@ -123,9 +119,17 @@ def digest(
         if name or dry_run or out_dir:
             fail("--status and --retry take no digest name, --dry-run or --out")
         engine = st.engine()
-        runs = retry_pending(engine, st.config_dir) if retry else []
+        try:
+            digests: Digests | None = load_config(st.config_dir).digests
+        except ConfigError as exc:
+            # Pending messages are already built; a config broken since must not hold them back.
+            digests = None
+            if not as_json:
+                for e in collect(exc):
+                    err.print(f"[yellow]warning:[/yellow] {e.describe()}", highlight=False)
+        runs = retry_pending(engine, digests.settings if digests else DigestsSettings()) if retry else []
         rows = digest_status(engine)
-        _print_status(rows, runs, st.config_dir, as_json)
+        _print_status(rows, runs, digests, as_json)
         problems = any(r.status == "pending" for r in runs) or any(
             r["pending"] and r["pending"]["last_error"] for r in rows
         )
@@ -135,7 +139,7 @@ def digest(
     if dry_run != (out_dir is not None):
         fail("--dry-run and --out DIR go together")
     try:
-        run = deliver_digest(st.engine(), st.config_dir, name, dry_run_out=out_dir, force_retry=True)
+        run = deliver_digest(st.engine(), st.config, name, dry_run_out=out_dir, force_retry=True)
     except ConfigError as exc:
         fail_config(exc)
     runs = [r for r in (run.previous, run) if r is not None]
@@ -147,14 +151,10 @@ def digest(
     raise typer.Exit(EXIT_OK if run.ok else EXIT_PROBLEMS)
 
 
-def _print_status(rows: list[dict[str, Any]], runs: list[Any], config_dir: Path, as_json: bool) -> None:
-    from monitor.deliver.digests import load_digests
-
-    try:
-        configured = {d.name: d for d in load_digests(config_dir)}
-        config_error = None
-    except ConfigError as exc:
-        configured, config_error = {}, exc
+def _print_status(
+    rows: list[dict[str, Any]], runs: list[Any], digests: Digests | None, as_json: bool
+) -> None:
+    configured = {d.name: d for d in digests or ()}
     by_name = {r["name"]: r for r in rows}
     for cname in configured:
         by_name.setdefault(
@@ -178,8 +178,6 @@ def _print_status(rows: list[dict[str, Any]], runs: list[Any], config_dir: Path,
     if as_json:
         print_json({"digests": items, "retried": [x.to_json() for x in runs]})
         return
-    if config_error is not None:
-        err.print(f"[yellow]warning:[/yellow] {config_error.describe()}", highlight=False)
     for x in runs:
         out.print("retry: " + _describe(x), highlight=False, markup=False)
     if not items:

@@ -56,9 +56,9 @@ def list_feeds(
     st = state(ctx)
     engine = st.engine()
     now = utcnow()
-    p = st.config.settings.polling
+    p = st.settings.polling
     with session_scope(engine) as s:
-        sync_feeds(s, st.config.feeds)
+        sync_feeds(s, st.feeds)
     with session_scope(engine) as s:
         counts = dict(
             s.exec(
@@ -231,7 +231,7 @@ def export_opml(
     st = state(ctx)
     engine = st.engine()
     with session_scope(engine) as s:
-        sync_feeds(s, st.config.feeds)
+        sync_feeds(s, st.feeds)
     with session_scope(engine) as s:
         feeds = [
             (f.url, f.title, f.site_url, f.tags)

@@ -17,7 +17,6 @@ from monitor.cli.app import (
     app,
     err,
     fail,
-    load_rules,
     out,
     print_json,
     state,
@@ -38,7 +37,6 @@ def poll(
     """Run one polling cycle and print a summary. Exit 1 if any feed failed."""
     st = state(ctx)
     engine = st.engine()
-    classifier = load_rules(st)
     show_progress = not as_json and sys.stderr.isatty()
     progress = Progress(
         TextColumn("polling"),
@@ -63,7 +61,7 @@ def poll(
             poll_once(
                 engine,
                 st.config,
-                classifier,
+                st.config.rules,
                 feed_ids=feed or None,
                 ignore_schedule=all_,
                 on_start=started,

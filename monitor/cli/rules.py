@@ -20,27 +20,20 @@ from monitor.cli.app import (
     err,
     fail,
     fail_config,
-    load_rules,
     out,
     print_json,
     register_check,
     state,
 )
-from monitor.config.load import collect
+from monitor.config.load import Config
 from monitor.errors import ConfigError
 
 
 @register_check
-def check_rules(config_dir: Path) -> CheckResult:
-    """categories.yaml and places.yaml compile, and every example in them gives the expected answer."""
-    from monitor.rules import load_classifier
-
+def check_rules(config: Config) -> CheckResult:
+    """Every example in categories.yaml and places.yaml gives the expected answer."""
     result = CheckResult("rules")
-    try:
-        clf = load_classifier(Path(config_dir))
-    except ConfigError as exc:
-        result.errors += collect(exc)
-        return result
+    clf = config.rules
     examples = clf.check_examples()
     result.failures += [r.describe() for r in examples if not r.ok]
     result.notes.append(
@@ -96,9 +89,7 @@ def explain(
     given = [x is not None for x in (text, file, item)]
     if sum(given) != 1:
         fail("give exactly one of --text, --file or --item")
-    clf = load_rules(st)
-    if clf is None:
-        fail("the rule engine is not available")
+    clf = st.config.rules
     language = None
     incident: dict[str, Any] | None = None
     if text is not None:
@@ -152,9 +143,7 @@ def eval_cmd(
     from monitor.rules import evaluate
 
     st = state(ctx)
-    clf = load_rules(st)
-    if clf is None:
-        fail("the rule engine is not available")
+    clf = st.config.rules
     try:
         report = evaluate(clf, path)
     except ConfigError as exc:
@@ -212,9 +201,7 @@ def reclassify(
     from monitor.store.models import Item
 
     st = state(ctx)
-    clf = load_rules(st)
-    if clf is None:
-        fail("the rule engine is not available")
+    clf = st.config.rules
     engine = st.engine()
     gained: Counter[str] = Counter()
     lost: Counter[str] = Counter()

@@ -74,7 +74,7 @@ def run(
     SIGTERM or Ctrl-C stops it after the work in progress; SIGHUP (or editing a config file) reloads the
     configuration. On SQLite one service per database; on PostgreSQL start as many as you need.
     """
-    from monitor.config.load import load_config
+    from monitor.config.load import load_settings
     from monitor.errors import ConfigError
     from monitor.service.logs import setup_logging
     from monitor.service.run import run_service
@@ -89,7 +89,7 @@ def run(
     st = state(ctx)
     config_dir = st.config_dir
     try:
-        settings_url = load_config(config_dir).settings.database.url
+        settings_url = load_settings(config_dir).database.url
     except ConfigError:
         settings_url = None  # run_service reports every config error with file and line
     opts = ServiceOptions(

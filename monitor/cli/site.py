@@ -12,15 +12,6 @@ site_app = typer.Typer(help="The static web site of incidents.", no_args_is_help
 app.add_typer(site_app, name="site")
 
 
-def _category_titles(config_dir: Path) -> dict[str, str]:
-    """Titles from the config's categories; the taxonomy's defaults when the digest module is not there."""
-    try:
-        from monitor.deliver.digests import category_infos
-    except ImportError:
-        return {}
-    return {cid: meta.title for cid, meta in category_infos(config_dir).items()}
-
-
 @site_app.command("build")
 def build(
     ctx: typer.Context,
@@ -43,7 +34,7 @@ def build(
         engine,
         out_dir,
         templates=templates or st.config.templates_dir,
-        category_titles=_category_titles(st.config_dir),
+        category_titles=st.config.category_titles,
         base_url=base_url,
         recent_days=recent_days,
     )

@@ -1,19 +1,42 @@
-"""Finding the config folder and loading settings.yaml and feeds.yaml with every error at once."""
+"""Finding the config folder and loading every file in it, once, into one `Config`.
+
+    load_config(dir) -> Config     settings, feeds, categories + places (compiled rules) and digests; every
+                                   problem of every file in one ConfigErrors (file, line, field)
+    load_settings(dir) -> Settings           settings.yaml alone, for commands that only need the database
+    load_feeds(dir) -> (FeedConfig, ...)     feeds.yaml alone, for the feed-list commands
+
+The service loads a new Config on reload and swaps it whole for the running one, so no stage ever sees the rules
+of one version with the digests of another.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
-from typing import TypeVar
 
-from pydantic import BaseModel, ValidationError
-
+from monitor.config.digests import FILE_NAME as DIGESTS_FILE
+from monitor.config.digests import DigestConfig, Digests, load_digests
 from monitor.config.models import FeedConfig, FeedsFile, Settings
-from monitor.config.yamlfile import YamlDoc, format_loc, load_yaml
+from monitor.config.validate import load_file, validate
 from monitor.errors import ConfigError, ConfigErrors
+from monitor.rules.explain import CategoryInfo
+from monitor.rules.loader import load_classifier
+from monitor.rules.matcher import Classifier
+from monitor.store.types import utcnow
 
-M = TypeVar("M", bound=BaseModel)
+__all__ = [
+    "Config",
+    "collect",
+    "load_config",
+    "load_feeds",
+    "load_file",
+    "load_settings",
+    "packaged_dir",
+    "resolve_config_dir",
+    "validate",
+]
 
 _PACKAGE = Path(__file__).resolve().parent.parent
 
@@ -38,40 +61,34 @@ def resolve_config_dir(option: str | Path | None = None) -> Path:
     return packaged_dir("config")
 
 
-def validate(doc: YamlDoc, model: type[M]) -> M:
-    """Validate one YAML document against a schema; raise ConfigErrors naming file, line and field of each error."""
-    data = doc.data if doc.data is not None else {}
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        errors = []
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field (check the spelling)"
-            errors.append(
-                ConfigError(msg, file=doc.path, line=doc.line_of(loc), field=format_loc(loc) or None)
-            )
-        raise ConfigErrors(errors) from None
-
-
-def load_file(path: Path, model: type[M], *, required: bool = True) -> M:
-    if not path.exists() and not required:
-        return model()
-    return validate(load_yaml(path), model)
-
-
 @dataclass(frozen=True)
 class Config:
+    """Every file of one config folder, validated: what each stage is handed."""
+
     dir: Path
     settings: Settings
     feeds: tuple[FeedConfig, ...]
+    rules: Classifier  # categories.yaml (or categories/*.yaml) and places.yaml, compiled
+    digests: Digests
+    loaded_at: datetime = field(default_factory=utcnow, compare=False)
 
     @property
     def templates_dir(self) -> Path | None:
         own = self.dir / "templates"
         return own if own.is_dir() else None
+
+    @property
+    def categories(self) -> dict[str, CategoryInfo]:
+        """Configured categories (id, title, severity, description), in config order."""
+        return self.rules.categories
+
+    @property
+    def category_titles(self) -> dict[str, str]:
+        return {cid: info.title for cid, info in self.rules.categories.items()}
+
+    def digest(self, name: str) -> DigestConfig:
+        """The digest called `name`; ConfigError naming digests.yaml when there is none."""
+        return self.digests.find(name)
 
 
 def collect(*loaders: object) -> list[ConfigError]:
@@ -85,18 +102,40 @@ def collect(*loaders: object) -> list[ConfigError]:
     return out
 
 
+def load_settings(config_dir: Path) -> Settings:
+    return load_file(Path(config_dir) / "settings.yaml", Settings, required=False)
+
+
+def load_feeds(config_dir: Path) -> tuple[FeedConfig, ...]:
+    return tuple(load_file(Path(config_dir) / "feeds.yaml", FeedsFile, required=False).feeds)
+
+
 def load_config(config_dir: Path) -> Config:
-    settings: Settings | None = None
-    feeds: FeedsFile | None = None
+    """Every file in `config_dir`; raises one ConfigErrors with the problems of all of them."""
+    config_dir = Path(config_dir)
     problems: list[ConfigError] = []
+    settings: Settings | None = None
+    feeds: tuple[FeedConfig, ...] | None = None
+    rules: Classifier | None = None
+    digests: Digests | None = None
     try:
-        settings = load_file(config_dir / "settings.yaml", Settings, required=False)
+        settings = load_settings(config_dir)
     except ConfigError as exc:
         problems += collect(exc)
     try:
-        feeds = load_file(config_dir / "feeds.yaml", FeedsFile, required=False)
+        feeds = load_feeds(config_dir)
     except ConfigError as exc:
         problems += collect(exc)
-    if problems or settings is None or feeds is None:
-        raise ConfigErrors(problems)
-    return Config(dir=config_dir, settings=settings, feeds=tuple(feeds.feeds))
+    try:
+        rules = load_classifier(config_dir)
+    except ConfigError as exc:
+        problems += collect(exc)
+    # Digest filters are checked against the categories that compiled; with broken rules only the rest of
+    # digests.yaml is, rather than every filter reported as unknown because another file failed.
+    try:
+        digests = load_digests(config_dir / DIGESTS_FILE, rules.categories if rules else None)
+    except ConfigError as exc:
+        problems += collect(exc)
+    if problems or settings is None or feeds is None or rules is None or digests is None:
+        raise ConfigErrors(problems or [ConfigError("could not load the configuration", file=config_dir)])
+    return Config(dir=config_dir, settings=settings, feeds=feeds, rules=rules, digests=digests)

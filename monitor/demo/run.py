@@ -108,9 +108,9 @@ def _write_config(config_dir: Path, srv: DemoServer) -> None:
 
 
 def run_demo(out: Path, progress: Callable[[str], None] = lambda _m: None) -> DemoResult:
+    from monitor.config.load import load_config
     from monitor.ingest.poll import poll_once
     from monitor.service import stages
-    from monitor.service.runtime import load_runtime
     from monitor.store import ensure_schema, make_engine
     from monitor.store.engine import session_scope
     from monitor.store.models import Incident, Item
@@ -128,12 +128,12 @@ def run_demo(out: Path, progress: Callable[[str], None] = lambda _m: None) -> De
         _write_config(result.config_dir, srv)
         progress(f"sample feeds on {srv.url('')}; config in {result.config_dir}")
         progress("loading rules (the first run builds the word-form cache, later runs are quick)")
-        runtime = load_runtime(result.config_dir)
+        config = load_config(result.config_dir)
         engine = make_engine(result.db_url)
         try:
             ensure_schema(engine)
             progress("polling")
-            report = asyncio.run(poll_once(engine, runtime.config, runtime.classifier, ignore_schedule=True))
+            report = asyncio.run(poll_once(engine, config, config.rules, ignore_schedule=True))
             counts = report.counts()
             failed = [f"{r.feed}: {r.error}" for r in report.failed]
             result.steps.append(
@@ -151,12 +151,9 @@ def run_demo(out: Path, progress: Callable[[str], None] = lambda _m: None) -> De
                 result.matched += bool(it.categories)
                 for cat in it.categories:
                     result.categories[cat] = result.categories.get(cat, 0) + 1
-            if runtime.classifier is None:
-                result.steps.append(Step("classify", False, "rules are not available in this build"))
-            else:
-                result.steps.append(
-                    Step("classify", True, f"{result.matched} of {result.items} items matched a category")
-                )
+            result.steps.append(
+                Step("classify", True, f"{result.matched} of {result.items} items matched a category")
+            )
 
             progress("grouping into incidents")
             try:
@@ -177,32 +174,23 @@ def run_demo(out: Path, progress: Callable[[str], None] = lambda _m: None) -> De
             progress("writing the daily digest")
             digest_dir = out / "digest"
             try:
-                outcome = stages.deliver_digest(engine, runtime, "daily", dry_run_out=digest_dir)
-                if outcome.outcome == "unavailable":
-                    result.steps.append(Step("digest", False, outcome.detail))
-                else:
-                    run = outcome.raw
-                    files = [
-                        p for p in (getattr(run, "eml_path", None), getattr(run, "html_path", None)) if p
-                    ]
-                    result.digest_files = [Path(p) for p in files]
-                    result.steps.append(
-                        Step("digest", True, f"`daily` written (dry run, nothing sent): {outcome.detail}")
-                    )
+                outcome = stages.deliver_digest(engine, config, "daily", dry_run_out=digest_dir)
+                run = outcome.run
+                files = [p for p in (run.eml_path, run.html_path) if p] if run else []
+                result.digest_files = [Path(p) for p in files]
+                result.steps.append(
+                    Step("digest", True, f"`daily` written (dry run, nothing sent): {outcome.detail}")
+                )
             except Exception as exc:
                 result.steps.append(Step("digest", False, f"failed: {type(exc).__name__}: {exc}"))
 
             progress("building the site")
             site_dir = out / "site"
             try:
-                if stages.build_site(engine, runtime, site_dir):
-                    result.site_dir = site_dir
-                    pages = sum(1 for p in site_dir.rglob("*") if p.is_file())
-                    result.steps.append(Step("site", True, f"{pages} files in {site_dir}"))
-                else:
-                    result.steps.append(
-                        Step("site", False, "the site builder is not available in this build")
-                    )
+                stages.build_site(engine, config, site_dir)
+                result.site_dir = site_dir
+                pages = sum(1 for p in site_dir.rglob("*") if p.is_file())
+                result.steps.append(Step("site", True, f"{pages} files in {site_dir}"))
             except Exception as exc:
                 result.steps.append(Step("site", False, f"failed: {type(exc).__name__}: {exc}"))
         finally:

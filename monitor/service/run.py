@@ -14,9 +14,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
+from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError
 from monitor.service.locks import InstanceLock, sqlite_path
-from monitor.service.runtime import Runtime, load_runtime
 from monitor.service.scheduler import Service, ServiceOptions
 from monitor.store import ensure_schema, make_engine
 
@@ -64,10 +64,8 @@ def run_service(db_url: str, config_dir: Path, options: ServiceOptions, *, db_wa
             return EXIT_USAGE
     try:
         try:
-            runtime: Runtime = load_runtime(config_dir)
+            config: Config = load_config(config_dir)
         except ConfigError as exc:
-            from monitor.config.load import collect
-
             for e in collect(exc):
                 log.error("invalid configuration: %s", e.describe(), extra={"file": e.file, "line": e.line})
             return EXIT_USAGE
@@ -79,7 +77,7 @@ def run_service(db_url: str, config_dir: Path, options: ServiceOptions, *, db_wa
             return EXIT_PROBLEMS
         log.info("database %s", safe_url(db_url), extra={"event": "database"})
         try:
-            service = Service(engine, runtime, options)
+            service = Service(engine, config, options)
             try:
                 code = asyncio.run(service.run())
             except OSError as exc:  # typically the HTTP port is taken

@@ -40,7 +40,7 @@ from sqlalchemy import Engine, func, or_, text, update
 from sqlmodel import col, select
 
 from monitor import __version__
-from monitor.config.load import Config, collect
+from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError
 from monitor.ingest import policy
 from monitor.ingest.poll import FeedResult, Poller, PollReport, warm_parse_pool
@@ -50,7 +50,7 @@ from monitor.service.locks import exclusive
 from monitor.service.logs import feed_ctx
 from monitor.service.metrics import ServiceMetrics
 from monitor.service.retention import prune_unmatched
-from monitor.service.runtime import ConfigWatcher, DigestPlan, Runtime, load_runtime
+from monitor.service.runtime import ConfigWatcher
 from monitor.store.engine import session_scope
 from monitor.store.feeds import sync_feeds
 from monitor.store.models import Feed, Item
@@ -102,8 +102,9 @@ class LastPoll:
         }
 
 
-def cron_trigger(plan: DigestPlan) -> CronTrigger:
-    return CronTrigger.from_crontab(plan.schedule, timezone=ZoneInfo(plan.timezone))
+def cron_trigger(schedule: str, timezone: str = "UTC") -> CronTrigger:
+    """A 5-field cron schedule in an IANA time zone (digests.yaml has validated both)."""
+    return CronTrigger.from_crontab(schedule, timezone=ZoneInfo(timezone))
 
 
 def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
@@ -123,9 +124,9 @@ def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
 
 
 class Service:
-    def __init__(self, engine: Engine, runtime: Runtime, options: ServiceOptions | None = None) -> None:
+    def __init__(self, engine: Engine, config: Config, options: ServiceOptions | None = None) -> None:
         self.engine = engine
-        self.runtime = runtime
+        self.config = config
         self.opts = options or ServiceOptions()
         self.metrics = ServiceMetrics()
         self.scheduler = AsyncIOScheduler(timezone="UTC")
@@ -142,7 +143,7 @@ class Service:
         self._site_dirty = True
         self._alerts_owed = False
         self._last_report = 0.0
-        self._watcher = ConfigWatcher(runtime.dir) if self.opts.watch_interval > 0 else None
+        self._watcher = ConfigWatcher(config.dir) if self.opts.watch_interval > 0 else None
 
     # --- lifecycle ----------------------------------------------------------------------------------------
 
@@ -175,18 +176,16 @@ class Service:
         self._add_jobs()
         self.scheduler.start()
         self.metrics.scheduler_up.set(1)
-        rt = self.runtime
+        cfg = self.config
         log.info(
             "service started: worker %s, %d feeds, %d digests, config %s%s",
             self.opts.worker,
-            len(rt.config.feeds),
-            len(rt.digests),
-            rt.dir,
+            len(cfg.feeds),
+            len(cfg.digests),
+            cfg.dir,
             f", http://{self.opts.host}:{self.http.port}/healthz" if self.http else "",
             extra={"worker": self.opts.worker, "event": "started"},
         )
-        if rt.classifier is None:
-            log.warning("rules are not available in this build: items are stored unclassified")
         self._catch_up_digests()
 
     def request_stop(self, reason: str = "request") -> None:
@@ -298,9 +297,8 @@ class Service:
         every("poll", self.poll_tick, o.tick, instances=o.lanes + 1)
         every("feeds-health", self.health_job, o.health_every, first=min(5.0, o.health_every))
         every("retention", self.retention_job, o.retention_every, first=60)
-        if stages.digests_available():
-            every("digest-retry", self.retry_job, o.retry_every, first=30)
-        if o.site_dir is not None and stages.site_available():
+        every("digest-retry", self.retry_job, o.retry_every, first=30)
+        if o.site_dir is not None:
             every("site", self.site_job, o.site_every, first=min(10.0, o.site_every))
         if self._watcher is not None:
             every("config-watch", self.watch_job, o.watch_interval, first=o.watch_interval)
@@ -308,17 +306,16 @@ class Service:
 
     def _schedule_digests(self) -> None:
         wanted = {}
-        if stages.digests_available():
-            for plan in self.runtime.digests:
-                if not plan.immediate:
-                    wanted[f"digest:{plan.name}"] = plan
+        for plan in self.config.digests:
+            if not plan.immediate:
+                wanted[f"digest:{plan.name}"] = plan
         for job in self.scheduler.get_jobs():
             if job.id.startswith("digest:") and job.id not in wanted:
                 job.remove()
         for job_id, plan in wanted.items():
             self.scheduler.add_job(
                 self._job(job_id, self.digest_job),
-                cron_trigger(plan),
+                cron_trigger(plan.schedule, plan.timezone),
                 args=[plan.name],
                 id=job_id,
                 name=job_id,
@@ -335,7 +332,7 @@ class Service:
         # Ticks may overlap: a tick whose last lane waits for a feed that hangs until the fetch timeout must not
         # hold back the feeds falling due meanwhile. A tick starts only the lanes that are free (reserved here,
         # before any await), so the lanes of all ticks together stay within the concurrency limits.
-        free = self._lanes(self.runtime) - self._lanes_active
+        free = self._lanes(self.config) - self._lanes_active
         if free <= 0:
             return
         self._lanes_active += free
@@ -360,8 +357,8 @@ class Service:
             nonlocal done
             try:
                 while not self.stopping and summary.feeds < due:
-                    rt = self.runtime  # a reload between batches takes effect at the next batch
-                    poller = Poller(self.engine, self._lane_config(rt), rt.classifier)
+                    cfg = self.config  # a reload between batches takes effect at the next batch
+                    poller = Poller(self.engine, self._lane_config(cfg), cfg.rules)
                     try:
                         report = await poller.run(
                             worker=self.opts.worker,
@@ -378,7 +375,7 @@ class Service:
                     batch_new = [i for r in report.results for i in r.new_item_ids]
                     if batch_new:
                         new_ids.extend(batch_new)
-                        await asyncio.to_thread(self._after_new_items, rt, batch_new)
+                        await asyncio.to_thread(self._after_new_items, batch_new)
             finally:
                 done += 1
                 self._lanes_active -= 1
@@ -409,24 +406,24 @@ class Service:
         if (new_ids or self._alerts_owed) and not self.stopping:
             await asyncio.to_thread(self._send_immediate)
 
-    def _lanes(self, rt: Runtime) -> int:
-        http = rt.config.settings.http
+    def _lanes(self, cfg: Config) -> int:
+        http = cfg.settings.http
         return max(1, min(self.opts.lanes, http.per_host, http.max_concurrency))
 
-    def _lane_config(self, rt: Runtime) -> Config:
+    def _lane_config(self, cfg: Config) -> Config:
         """The config one lane polls with: the concurrency limits split between the lanes, so all lanes
         together stay within max_concurrency and per_host (politeness to each publisher)."""
-        n = self._lanes(rt)
+        n = self._lanes(cfg)
         if n == 1:
-            return rt.config
-        http = rt.config.settings.http
+            return cfg
+        http = cfg.settings.http
         split = http.model_copy(
             update={
                 "max_concurrency": max(1, http.max_concurrency // n),
                 "per_host": max(1, http.per_host // n),
             }
         )
-        return dataclasses.replace(rt.config, settings=rt.config.settings.model_copy(update={"http": split}))
+        return dataclasses.replace(cfg, settings=cfg.settings.model_copy(update={"http": split}))
 
     def _count_due(self, now: datetime) -> int:
         with session_scope(self.engine) as s:
@@ -471,10 +468,9 @@ class Service:
         if r.warning:
             log.info("feed %s: %s", r.feed, r.warning, extra=ctx)
 
-    def _after_new_items(self, rt: Runtime, item_ids: list[int]) -> None:
+    def _after_new_items(self, item_ids: list[int]) -> None:
         """Count new items by category. (The poller already grouped them into incidents, in each feed's
         transaction.)"""
-        del rt
         with session_scope(self.engine) as s:
             rows = s.exec(select(Item.categories).where(col(Item.id).in_(item_ids))).all()
         for cats in rows:
@@ -486,10 +482,10 @@ class Service:
     # digests --------------------------------------------------------------------------------------------------
 
     async def digest_job(self, name: str) -> None:
-        plan = next((p for p in self.runtime.digests if p.name == name), None)
+        plan = next((p for p in self.config.digests if p.name == name), None)
         if plan is None:
             return
-        slot = previous_fire(cron_trigger(plan), utcnow())
+        slot = previous_fire(cron_trigger(plan.schedule, plan.timezone), utcnow())
         await asyncio.to_thread(self._deliver_once, name, slot, "schedule")
 
     def _deliver_once(self, name: str, slot: datetime | None, why: str) -> str:
@@ -508,7 +504,7 @@ class Service:
                 )
                 self.metrics.digests.inc(digest=name, outcome="skipped")
                 return "skipped"
-            result = stages.deliver_digest(self.engine, self.runtime, name)
+            result = stages.deliver_digest(self.engine, self.config, name)
         outcome = {"pending": "failed", "unavailable": "skipped"}.get(result.outcome, result.outcome)
         self.metrics.digests.inc(digest=name, outcome=outcome)
         level = logging.WARNING if outcome == "failed" else logging.INFO
@@ -525,13 +521,11 @@ class Service:
 
     def _catch_up_digests(self) -> None:
         """A slot missed while the service was down is served once, now (not once per missed slot)."""
-        if not stages.digests_available():
-            return
         now = utcnow()
-        for plan in self.runtime.digests:
+        for plan in self.config.digests:
             if plan.immediate:
                 continue
-            slot = previous_fire(cron_trigger(plan), now)
+            slot = previous_fire(cron_trigger(plan.schedule, plan.timezone), now)
             try:
                 last = stages.last_run_at(self.engine, plan.name)
             except Exception as exc:
@@ -560,9 +554,9 @@ class Service:
             )
 
     def _send_immediate(self) -> None:
-        plans = [p for p in self.runtime.digests if p.immediate]
+        plans = [p for p in self.config.digests if p.immediate]
         self._alerts_owed = False
-        if not plans or not stages.digests_available():
+        if not plans:
             return
         for plan in plans:
             ctx = {"digest": plan.name, "worker": self.opts.worker}
@@ -571,7 +565,7 @@ class Service:
                     self._alerts_owed = True  # a peer is sending; what it did not pick up goes next tick
                     continue
                 try:
-                    result = stages.deliver_digest(self.engine, self.runtime, plan.name)
+                    result = stages.deliver_digest(self.engine, self.config, plan.name)
                 except Exception as exc:
                     self.metrics.digests.inc(digest=plan.name, outcome="failed")
                     log.exception("alert digest %s failed: %s", plan.name, exc, extra=ctx)
@@ -586,9 +580,9 @@ class Service:
             with exclusive(self.engine, "digest-retry") as got:
                 if not got:
                     return  # a peer is retrying right now
-                results = stages.retry_pending(self.engine, self.runtime)
+                results = stages.retry_pending(self.engine, self.config)
             for r in results:
-                name = getattr(r.raw, "digest", "?")
+                name = r.digest
                 outcome = {"pending": "failed"}.get(r.outcome, r.outcome)
                 self.metrics.digests.inc(digest=name, outcome=outcome)
                 log.log(
@@ -605,7 +599,7 @@ class Service:
     # housekeeping ---------------------------------------------------------------------------------------------
 
     async def retention_job(self) -> None:
-        days = self.runtime.config.settings.retention.unmatched_days
+        days = self.config.settings.retention.unmatched_days
         if not days:
             return
 
@@ -626,7 +620,7 @@ class Service:
         await asyncio.to_thread(run)
 
     def feed_health(self) -> list[tuple[Feed, str]]:
-        now, p = utcnow(), self.runtime.config.settings.polling
+        now, p = utcnow(), self.config.settings.polling
         with session_scope(self.engine) as s:
             feeds = list(s.exec(select(Feed).where(col(Feed.removed).is_(False))).all())
         return [
@@ -667,10 +661,9 @@ class Service:
 
         def run() -> None:
             with exclusive(self.engine, "site") as got:
-                report = stages.build_site(self.engine, self.runtime, out) if got else None
+                report = stages.build_site(self.engine, self.config, out) if got else None
             if report is not None:
-                pages = getattr(report, "pages", "?")
-                log.info("site rebuilt in %s: %s pages", out, pages, extra={"event": "site"})
+                log.info("site rebuilt in %s: %s pages", out, report.pages, extra={"event": "site"})
 
         try:
             await asyncio.to_thread(run)
@@ -698,7 +691,7 @@ class Service:
         async with self._reload_lock:
             log.info("reloading configuration (%s)", reason, extra={"event": "reload"})
             try:
-                new = await asyncio.to_thread(load_runtime, self.runtime.dir)
+                new = await asyncio.to_thread(load_config, self.config.dir)
             except ConfigError as exc:
                 errors = collect(exc)
                 self.last_reload_error = "; ".join(e.describe() for e in errors)
@@ -717,15 +710,15 @@ class Service:
                 return False
             if self._watcher is not None:
                 self._watcher.changed()  # the files as loaded are the new baseline
-            old = self.runtime
-            self.runtime = new
+            old = self.config
+            self.config = new
             await asyncio.to_thread(self._sync_feeds)
             self._schedule_digests()
             self.last_reload_error = None
             self.metrics.reloads.inc(outcome="applied")
             self._site_dirty = True
-            old_feeds = {f.id: f for f in old.config.feeds}
-            new_feeds = {f.id: f for f in new.config.feeds}
+            old_feeds = {f.id: f for f in old.feeds}
+            new_feeds = {f.id: f for f in new.feeds}
             log.info(
                 "configuration reloaded: %d feeds (%d added, %d removed, %d changed), %d digests",
                 len(new_feeds),
@@ -735,13 +728,13 @@ class Service:
                 len(new.digests),
                 extra={"event": "reload_applied"},
             )
-            if new.config.settings.database != old.config.settings.database:
+            if new.settings.database != old.settings.database:
                 log.warning("settings.database changed: restart the service to use the new database")
             return True
 
     def _sync_feeds(self) -> None:
         with exclusive(self.engine, "feeds-sync", timeout=60), session_scope(self.engine) as s:
-            report = sync_feeds(s, self.runtime.config.feeds)
+            report = sync_feeds(s, self.config.feeds)
             urls = {f.id: f.url for f in s.exec(select(Feed)).all()}
         for fid in report.added:
             log.info("feed %s added", fid, extra=feed_ctx(fid, urls.get(fid, "?"), event="feed_added"))
@@ -777,8 +770,8 @@ class Service:
             "last_poll": self.last_poll.to_json() if self.last_poll else None,
             "feeds_failing": None,
             "config": {
-                "dir": str(self.runtime.dir),
-                "loaded_at": self.runtime.loaded_at.isoformat(),
+                "dir": str(self.config.dir),
+                "loaded_at": self.config.loaded_at.isoformat(),
                 "last_reload_error": self.last_reload_error,
             },
             "jobs": {

@@ -6,7 +6,7 @@
     outbox.py      delivery state: enqueue, claim, attempt, record, retry with backoff, discard, status, archive
     run.py         deliver_digest: one run start to end, over the modules above
 
-The digest *configuration* (digests.yaml) is monitor.deliver.digests. The public entry points are re-exported here.
+The digest *configuration* (digests.yaml) is monitor.config.digests, loaded with the rest into monitor.config.Config. The public entry points are re-exported here.
 """
 
 from monitor.deliver.digest.compose import BuiltDigest, build_digest

@@ -1,6 +1,6 @@
 """Composing one digest message: selection -> views -> the email and page templates -> RFC 5322 bytes.
 
-build_digest(session, digest, categories, config_dir, now=, position=) -> BuiltDigest
+build_digest(session, digest, categories, polling=, templates_dir=, now=, position=) -> BuiltDigest
 """
 
 from __future__ import annotations
@@ -15,14 +15,13 @@ from typing import Any
 import jinja2
 from sqlmodel import Session, col, select
 
-from monitor.config.load import load_file
-from monitor.config.models import PollingSettings, Settings
+from monitor.config.digests import DigestConfig
+from monitor.config.models import PollingSettings
 from monitor.deliver.digest.selection import Selected, chunks, select_incidents
 from monitor.deliver.digest.views import feed_problems, fmt, group_views, incident_view
-from monitor.deliver.digests import CategoryMeta, DigestConfig
 from monitor.deliver.email import build_message, domain_of, inline_css, new_message_id, serialise
 from monitor.deliver.render import environment
-from monitor.errors import ConfigError
+from monitor.rules.explain import CategoryInfo
 from monitor.store.models import Feed, ItemSource
 
 
@@ -70,25 +69,18 @@ class BuiltDigest:
         return serialise(msg)
 
 
-def templates(config_dir: Path) -> jinja2.Environment:
-    """The template environment of a config folder: its own `templates/` first, then the packaged ones."""
-    own = Path(config_dir) / "templates"
-    return environment(own if own.is_dir() else None)
-
-
-def _polling(config_dir: Path) -> PollingSettings:
-    try:
-        return load_file(Path(config_dir) / "settings.yaml", Settings, required=False).polling
-    except ConfigError:
-        return PollingSettings()  # `monitor check` reports the bad file; the digest still goes out
+def templates(templates_dir: Path | None) -> jinja2.Environment:
+    """The template environment: the config folder's own `templates/` first (when given), then the packaged."""
+    return environment(templates_dir)
 
 
 def build_digest(
     session: Session,
     d: DigestConfig,
-    cats: dict[str, CategoryMeta],
-    config_dir: Path,
+    cats: dict[str, CategoryInfo],
     *,
+    polling: PollingSettings,
+    templates_dir: Path | None,
     now: datetime,
     position: datetime | None,
 ) -> BuiltDigest:
@@ -104,7 +96,7 @@ def build_digest(
     views = [incident_view(s, d, cats, feed_titles, sources) for s in selected]
     new = [v for v in views if v.kind == "new"]
     upd = [v for v in views if v.kind == "update"]
-    problems = feed_problems(session, _polling(config_dir), now=now)
+    problems = feed_problems(session, polling, now=now)
     date = fmt(now, d, with_time=False)
     context: dict[str, Any] = {
         "name": d.name,
@@ -126,7 +118,7 @@ def build_digest(
         context
     )
     context["subject"] = subject
-    env = templates(config_dir)
+    env = templates(templates_dir)
     text = env.get_template("email/digest.txt").render(context)
     page_html = env.get_template("email/digest.html").render(context)
     sender = d.email.sender if d.email and d.email.sender else "monitor@localhost"

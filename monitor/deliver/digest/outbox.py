@@ -2,7 +2,7 @@
 
     enqueue(session, ...) -> outbox id                         the finished message and its incidents, one transaction
     attempt(engine, outbox_id, settings, now, force=) -> DigestRun   claim, send (SMTP) and write the page, record
-    retry_pending(engine, config_dir, now=) -> [DigestRun]      pending messages whose backoff has expired
+    retry_pending(engine, settings, now=) -> [DigestRun]         pending messages whose backoff has expired
     discard_pending(engine, name, now=) -> DigestRun             drop an undeliverable message; its incidents wait
     digest_status(engine) -> [dict]                             per digest: position, last delivery, pending message
     delivered_digests(session, name=None) -> [DigestOutbox]     the archive (newest first), for the site
@@ -38,10 +38,10 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from monitor.backoff import exponential_backoff
-from monitor.deliver.digests import DigestsSettings, load_digests_file
+from monitor.config.digests import DigestsSettings
 from monitor.deliver.email import envelope_address
 from monitor.deliver.smtp import SmtpError, send_message, target_from_env
-from monitor.errors import ConfigError, DeliveryError
+from monitor.errors import DeliveryError
 from monitor.store.digest_models import DigestEntry, DigestOutbox, DigestState
 from monitor.store.engine import session_scope
 from monitor.store.types import utcnow
@@ -343,14 +343,12 @@ def open_row_id(engine: Engine, name: str) -> int | None:
         return s.exec(select(DigestOutbox.id).where(col(DigestOutbox.open_key) == name)).first()
 
 
-def retry_pending(engine: Engine, config_dir: Path, *, now: datetime | None = None) -> list[DigestRun]:
-    """Attempt every undelivered message whose backoff has expired (or whose attempt was interrupted)."""
+def retry_pending(
+    engine: Engine, settings: DigestsSettings, *, now: datetime | None = None
+) -> list[DigestRun]:
+    """Attempt every undelivered message whose backoff has expired (or whose attempt was interrupted).
+    `settings` (digests.yaml's file-level ones) only sets the SMTP timeout: the messages are already built."""
     now = now or utcnow()
-    try:
-        settings, _ = load_digests_file(Path(config_dir))
-    except ConfigError:
-        # Pending messages are already built; a config broken since must not hold them back.
-        settings = DigestsSettings(None, "", 30.0)
     with Session(engine) as s:
         ids = list(
             s.exec(

@@ -1,6 +1,6 @@
 """One digest run, start to end: retry the older undelivered message, select and compose, enqueue, attempt.
 
-deliver_digest(engine, config_dir, name, now=, dry_run_out=, force_retry=) -> DigestRun
+deliver_digest(engine, config, name, now=, dry_run_out=, force_retry=) -> DigestRun
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
+from monitor.config.load import Config
 from monitor.deliver.digest.compose import build_digest
 from monitor.deliver.digest.outbox import DigestRun, Entry, attempt, enqueue, open_row_id, touch
-from monitor.deliver.digests import category_infos, find_digest, load_digests_file
 from monitor.store.digest_models import DigestState
 from monitor.store.engine import session_scope
 from monitor.store.types import utcnow
@@ -22,7 +22,7 @@ from monitor.store.types import utcnow
 
 def deliver_digest(
     engine: Engine,
-    config_dir: Path,
+    config: Config,
     name: str,
     *,
     now: datetime | None = None,
@@ -35,19 +35,27 @@ def deliver_digest(
     An older message of this digest still pending is retried first (scheduled digests: regardless of its backoff;
     immediate ones: only when due, unless `force_retry`); while it cannot be delivered no new message is built,
     so messages go out in order and an incident is never in two of them. Every call except a dry run records
-    `DigestState.last_run_at` (the scheduler serves each slot once by it). Raises ConfigError for an unknown
-    digest or an invalid digests.yaml.
+    `DigestState.last_run_at` (the scheduler serves each slot once by it). Raises ConfigError for a digest
+    that is not in the config.
     """
     now = now or utcnow()
-    config_dir = Path(config_dir)
-    cats = category_infos(config_dir)
-    settings, digests = load_digests_file(config_dir, cats)
-    d = find_digest(digests, name, config_dir)
+    cats = config.categories
+    settings = config.digests.settings
+    d = config.digest(name)
+    polling, templates_dir = config.settings.polling, config.templates_dir
 
     if dry_run_out is not None:
         with Session(engine) as s:
             state = s.get(DigestState, name)
-            built = build_digest(s, d, cats, config_dir, now=now, position=state.position if state else None)
+            built = build_digest(
+                s,
+                d,
+                cats,
+                polling=polling,
+                templates_dir=templates_dir,
+                now=now,
+                position=state.position if state else None,
+            )
         out = Path(dry_run_out)
         out.mkdir(parents=True, exist_ok=True)
         eml, html = out / f"{name}.eml", out / f"{name}.html"
@@ -80,7 +88,9 @@ def deliver_digest(
     try:
         with session_scope(engine) as s:
             state = s.get(DigestState, name) or DigestState(name=name)
-            built = build_digest(s, d, cats, config_dir, now=now, position=state.position)
+            built = build_digest(
+                s, d, cats, polling=polling, templates_dir=templates_dir, now=now, position=state.position
+            )
             if built.empty and not d.send_empty:
                 # Nothing to deliver is delivered: move on, so the next selection starts here.
                 if state.position is None or now > state.position:

@@ -15,7 +15,8 @@ from datetime import datetime, timedelta
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from monitor.deliver.digests import CategoryMeta, DigestConfig
+from monitor.config.digests import DigestConfig
+from monitor.rules.explain import CategoryInfo
 from monitor.severity import DEFAULT_LEVEL, rank
 from monitor.store.digest_models import DigestEntry, DigestOutbox
 from monitor.store.models import Feed, Incident, Item, ItemSource
@@ -42,7 +43,7 @@ class Selected:
 
 
 def passing_categories(
-    incident_categories: Iterable[str], d: DigestConfig, cats: dict[str, CategoryMeta]
+    incident_categories: Iterable[str], d: DigestConfig, cats: dict[str, CategoryInfo]
 ) -> list[str]:
     """The incident's categories this digest shows, most severe first (then in config order)."""
     order = {cid: i for i, cid in enumerate(cats)}
@@ -64,7 +65,7 @@ def passing_categories(
 def select_incidents(
     session: Session,
     d: DigestConfig,
-    cats: dict[str, CategoryMeta],
+    cats: dict[str, CategoryInfo],
     *,
     now: datetime,
     position: datetime | None,

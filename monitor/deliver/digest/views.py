@@ -12,11 +12,12 @@ from datetime import datetime
 
 from sqlmodel import Session, col, select
 
+from monitor.config.digests import DigestConfig
 from monitor.config.models import PollingSettings
 from monitor.deliver.digest.selection import Selected
-from monitor.deliver.digests import CategoryMeta, DigestConfig
 from monitor.deliver.render import COUNTRY_NAMES, safe_url
 from monitor.ingest.policy import feed_health
+from monitor.rules.explain import CategoryInfo
 from monitor.severity import rank
 from monitor.store.models import Feed, ItemSource
 
@@ -119,7 +120,7 @@ def matched_terms(sel: Selected) -> tuple[list[str], str | None]:
 def incident_view(
     sel: Selected,
     d: DigestConfig,
-    cats: dict[str, CategoryMeta],
+    cats: dict[str, CategoryInfo],
     feed_titles: dict[str, str],
     sources: dict[int, list[ItemSource]],
 ) -> IncidentView:
@@ -162,7 +163,7 @@ def incident_view(
     )
 
 
-def group_views(views: list[IncidentView], cats: dict[str, CategoryMeta]) -> list[CategoryGroup]:
+def group_views(views: list[IncidentView], cats: dict[str, CategoryInfo]) -> list[CategoryGroup]:
     order = {cid: i for i, cid in enumerate(cats)}
     groups: dict[str, CategoryGroup] = {}
     for v in views:

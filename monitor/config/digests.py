@@ -1,15 +1,16 @@
 """config/digests.yaml: what each digest selects, when it runs and where it goes.
 
-load_digests(config_dir, categories=None) -> [DigestConfig]   ConfigErrors naming file, line and field
-find_digest(config_dir, name) -> DigestConfig                 ConfigError when there is no such digest
-next_fire_time(digest, after) -> datetime | None              None for "immediate" (alerts run after each poll)
-category_infos(config_dir) -> {id: CategoryMeta}              titles and severities, for filters and ordering
+    load_digests(path, categories) -> Digests   ConfigErrors naming file, line and field
+    Digests.find(name) -> DigestConfig          ConfigError naming the file when there is no such digest
+    next_fire_time(digest, after) -> datetime | None   None for "immediate" (alerts run after each poll)
+
+Loaded once with every other file into monitor.config.Config; delivery code reads it from there.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
@@ -22,10 +23,9 @@ from apscheduler.triggers.cron import CronTrigger
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.config.durations import Duration
-from monitor.config.load import validate
+from monitor.config.validate import validate
 from monitor.config.yamlfile import load_yaml
 from monitor.errors import ConfigError, ConfigErrors
-from monitor.severity import SEVERITIES, TAXONOMY_SEVERITY, default_severity
 
 FILE_NAME = "digests.yaml"
 IMMEDIATE = "immediate"
@@ -124,6 +124,9 @@ class DigestConfig(_Strict):
     send_empty: bool = False
     # How far back the very first digest of a new subscription looks; afterwards the position decides.
     first_lookback: Duration = 86400
+    # Incidents shown in full in one message (most severe, most reported first); the rest are counted by
+    # category with links to the site. Every one of them counts as delivered.
+    max_incidents: int = Field(default=150, ge=1)
     site_url: str | None = None  # default: the file's `site_url`
 
     @field_validator("name")
@@ -209,65 +212,47 @@ def zone_of(name: str) -> ZoneInfo:
 
 
 @dataclass(frozen=True)
-class CategoryMeta:
-    id: str
-    title: str
-    severity: str
-
-
-def category_infos(config_dir: Path) -> dict[str, CategoryMeta]:
-    """Category titles and severities from categories.yaml, read lightly (no rule compilation: the digest only
-    needs names); the taxonomy defaults when the file is missing or unreadable (the rules check reports why)."""
-    from monitor.deliver.render import CATEGORY_TITLES
-
-    out: dict[str, CategoryMeta] = {}
-    try:
-        from monitor.rules.loader import category_files
-
-        files = category_files(config_dir)
-    except ImportError:
-        files = []
-    for path in files:
-        try:
-            data = load_yaml(path).data
-        except ConfigError:
-            continue
-        cats = data.get("categories") if isinstance(data, dict) else None
-        for c in cats if isinstance(cats, list) else []:
-            if isinstance(c, dict) and isinstance(c.get("id"), str):
-                cid = c["id"]
-                sev = c.get("severity")
-                out[cid] = CategoryMeta(
-                    cid,
-                    str(c.get("title") or CATEGORY_TITLES.get(cid, cid)),
-                    sev if sev in SEVERITIES else default_severity(cid),
-                )
-    if not out:
-        out = {
-            cid: CategoryMeta(cid, CATEGORY_TITLES.get(cid, cid), sev)
-            for cid, sev in TAXONOMY_SEVERITY.items()
-        }
-    return out
-
-
-@dataclass(frozen=True)
 class DigestsSettings:
     """The file-level settings, for delivery code that needs them without a particular digest."""
 
-    site_url: str | None
-    sender: str
-    smtp_timeout: float
+    site_url: str | None = None
+    sender: str = DEFAULT_SENDER
+    smtp_timeout: float = 30.0
 
 
-def load_digests_file(
-    config_dir: Path, categories: Iterable[str] | None = None
-) -> tuple[DigestsSettings, list[DigestConfig]]:
-    path = Path(config_dir) / FILE_NAME
+@dataclass(frozen=True)
+class Digests:
+    """Everything in digests.yaml: the file-level settings and each digest, defaults filled in."""
+
+    path: Path
+    settings: DigestsSettings = DigestsSettings()
+    items: tuple[DigestConfig, ...] = ()
+
+    def __iter__(self) -> Iterator[DigestConfig]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def find(self, name: str) -> DigestConfig:
+        for d in self.items:
+            if d.name == name:
+                return d
+        known = ", ".join(d.name for d in self.items) or "none"
+        raise ConfigError(f"no digest named {name!r} (configured: {known})", file=self.path)
+
+
+def load_digests(path: Path, categories: Iterable[str] | None) -> Digests:
+    """digests.yaml at `path` (no digests when absent); a filter naming a category not in `categories` is an
+    error (None: not checked, when the rules themselves failed to load). Page folders are made absolute
+    relative to the config folder."""
+    path = Path(path)
     if not path.exists():
-        return DigestsSettings(None, DEFAULT_SENDER, 30.0), []
+        return Digests(path)
+    config_dir = path.parent
     doc = load_yaml(path)
     parsed = validate(doc, DigestsFile)
-    known = set(categories) if categories is not None else set(category_infos(Path(config_dir)))
+    known = set(categories) if categories is not None else None
     errors: list[ConfigError] = []
     seen: dict[str, int] = {}
     out: list[DigestConfig] = []
@@ -276,10 +261,10 @@ def load_digests_file(
             errors.append(doc.error(f"digest name {d.name!r} is used twice", ("digests", i, "name")))
         seen[d.name] = i
         for j, cat in enumerate(d.filters.categories):
-            if cat not in known:
+            if known is not None and cat not in known:
                 errors.append(
                     doc.error(
-                        f"unknown category {cat!r} (known: {', '.join(sorted(known))})",
+                        f"unknown category {cat!r} (known: {', '.join(sorted(known or ()))})",
                         ("digests", i, "filters", "categories", j),
                     )
                 )
@@ -290,27 +275,13 @@ def load_digests_file(
             update["email"] = d.email.model_copy(update={"sender": parsed.sender})
         if d.page is not None and d.page.output is not None:
             # Relative to the config folder: the service's working directory is whatever systemd chose.
-            page_dir = (Path(config_dir) / d.page.output).expanduser()
+            page_dir = (config_dir / d.page.output).expanduser()
             update["page"] = d.page.model_copy(update={"output": str(page_dir)})
         out.append(d.model_copy(update=update) if update else d)
     if errors:
         raise ConfigErrors(errors)
     settings = DigestsSettings(parsed.site_url, parsed.sender, float(parsed.smtp_timeout))
-    return settings, out
-
-
-def load_digests(config_dir: Path, categories: Iterable[str] | None = None) -> list[DigestConfig]:
-    """Every digest in config_dir/digests.yaml (none when the file is absent); ConfigErrors with file and line."""
-    return load_digests_file(config_dir, categories)[1]
-
-
-def find_digest(digests: Iterable[DigestConfig], name: str, config_dir: Path) -> DigestConfig:
-    ds = list(digests)
-    for d in ds:
-        if d.name == name:
-            return d
-    known = ", ".join(d.name for d in ds) or "none"
-    raise ConfigError(f"no digest named {name!r} (configured: {known})", file=Path(config_dir) / FILE_NAME)
+    return Digests(path, settings, tuple(out))
 
 
 def next_fire_time(d: DigestConfig, after: datetime) -> datetime | None:
