@@ -182,9 +182,11 @@ def test_move_into_another_incident(engine: Engine, two: tuple[list[int], list[i
     assert incident(engine, b).countries == ["KG", "KZ"]
     assert_counts_match_members(engine)
     # moving the last report out empties the incident, which no report joins again
+    was = incident(engine, b).updated_at
     with session_scope(engine) as s:
-        move_item(s, other[0], by="bob", why="same", into_id=a)
+        move_item(s, other[0], by="bob", why="same", into_id=a, now=LATER)
     assert incident(engine, b).item_count == 0 and incident(engine, a).countries == ["KG", "KZ"]
+    assert incident(engine, b).updated_at == was and incident(engine, a).updated_at == LATER
     assert set(group(engine, mamai + other).values()) == {a}
     assert_counts_match_members(engine)
 

@@ -186,15 +186,18 @@ def move_item(
     )
     _note(target, {"action": "moved_in", "item": item_id, "from": src_id, **record})
     touched = [target.id]
-    if src_id is not None:
-        src = session.get(Incident, src_id)
-        if src is not None:
-            _note(src, {"action": "moved_out", "item": item_id, "into": target.id, **record})
-            touched.append(src_id)
+    src = session.get(Incident, src_id) if src_id is not None else None
+    if src is not None and src_id is not None:
+        _note(src, {"action": "moved_out", "item": item_id, "into": target.id, **record})
+        touched.append(src_id)
+    kept_updated = src.updated_at if src is not None else None
     session.flush()
     levels = country_level if country_level is not None else shipped_country_level()
     fresh = {item_id: Fingerprint.of(item, levels)}
     _apply(session, touched, fresh, record, severity, seq, stats)
+    if src is not None and kept_updated is not None and src.item_count == 0:
+        src.updated_at = kept_updated  # emptied by the move: as after a merge, nothing new to announce
+        session.flush()
     return Moved(item_id, src_id, target.id, into_id is None)
 
 
