@@ -6,10 +6,13 @@
     ├── RuleError          a rule does not compile (file, line, category, token)
     ├── FetchError         a feed could not be fetched (url, kind: dns, connect, timeout, tls, http_4xx, ...)
     ├── ParseError         a fetched document is not a usable feed (url, kind, advertised feed links)
-    ├── StoreError         the database refused an operation
+    ├── StoreError         the database cannot be opened or refused an operation
+    ├── NotFoundError      no stored item (or incident) with that id; also a LookupError
     └── DeliveryError      a digest could not be delivered (digest, channel)
 
-Each carries the place it concerns so the message a user reads says what was wrong and where.
+Each carries the place it concerns so the message a user reads says what was wrong and where. Catch MonitorError
+for all of them. A feed that fails during `Monitor.poll()` is reported in the result, not raised, so one broken
+feed never stops a cycle; `DigestResult.raise_for_status()` turns an undelivered digest into a DeliveryError.
 """
 
 from __future__ import annotations
@@ -97,6 +100,10 @@ class ParseError(MonitorError):
 
 
 class StoreError(MonitorError):
+    pass
+
+
+class NotFoundError(MonitorError, LookupError):
     pass
 
 

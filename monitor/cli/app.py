@@ -18,9 +18,10 @@ import typer
 from rich.console import Console
 from sqlalchemy import Engine
 
+from monitor._api import Monitor
 from monitor.config.load import Config, load_config, load_feeds, load_settings, resolve_config_dir
 from monitor.config.models import FeedConfig, Settings
-from monitor.errors import ConfigError, ConfigErrors
+from monitor.errors import ConfigError, ConfigErrors, StoreError
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 
@@ -48,6 +49,7 @@ class State:
     config_option: str | None = None
     db_option: str | None = None
     _engine: Engine | None = field(default=None, repr=False)
+    _monitor: Monitor | None = field(default=None, repr=False)
 
     @cached_property
     def config_dir(self) -> Path:
@@ -89,6 +91,17 @@ class State:
         from monitor.store.engine import resolve_db_url
 
         return resolve_db_url(self.db_option, self.settings.database.url)
+
+    def api(self) -> Monitor:
+        """The public API on the config and database in use: what the commands that have a Monitor method
+        call, so the CLI and a Python script do the same thing."""
+        if self._monitor is None:
+            try:
+                self._monitor = Monitor(self.config, self.db_option)
+            except StoreError as exc:
+                err.print(f"[red]{exc}[/red]", highlight=False)
+                raise typer.Exit(EXIT_USAGE) from None
+        return self._monitor
 
     def engine(self, *, upgrade: bool = True) -> Engine:
         """The database, with its schema brought up to date (cheap when already current)."""

@@ -103,18 +103,20 @@ def digest(
     as_json: bool = JsonOpt,
 ) -> None:
     """Build and deliver one digest now; exit 1 if it could not be delivered (it stays pending and is retried)."""
-    from monitor.deliver.digest import deliver_digest, digest_status, discard_pending, retry_pending
+    from monitor.deliver.digest import digest_status, discard_pending, retry_pending
 
     st = state(ctx)
     if discard:
         if not name or status or retry or dry_run or out_dir:
             fail("--discard takes a digest name and no other option")
-        run = discard_pending(st.engine(), name)
+        dropped = discard_pending(st.engine(), name)
         if as_json:
-            print_json(run.to_json())
+            print_json(dropped.to_json())
         else:
-            (out if run.status != "busy" else err).print(_describe(run), highlight=False, markup=False)
-        raise typer.Exit(EXIT_PROBLEMS if run.status == "busy" else EXIT_OK)
+            (out if dropped.status != "busy" else err).print(
+                _describe(dropped), highlight=False, markup=False
+            )
+        raise typer.Exit(EXIT_PROBLEMS if dropped.status == "busy" else EXIT_OK)
     if status or retry:
         if name or dry_run or out_dir:
             fail("--status and --retry take no digest name, --dry-run or --out")
@@ -139,14 +141,14 @@ def digest(
     if dry_run != (out_dir is not None):
         fail("--dry-run and --out DIR go together")
     try:
-        run = deliver_digest(st.engine(), st.config, name, dry_run_out=out_dir, force_retry=True)
+        run = st.api().digest(name, dry_run=dry_run, out=out_dir)
     except ConfigError as exc:
         fail_config(exc)
-    runs = [r for r in (run.previous, run) if r is not None]
+    shown = [r for r in (run.previous, run) if r is not None]
     if as_json:
         print_json(run.to_json())
     else:
-        for r in runs:
+        for r in shown:
             (out if r.status != "pending" else err).print(_describe(r), highlight=False, markup=False)
     raise typer.Exit(EXIT_OK if run.ok else EXIT_PROBLEMS)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from datetime import datetime
 
@@ -10,6 +9,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from monitor._types import FeedPoll
 from monitor.cli.app import (
     EXIT_OK,
     EXIT_PROBLEMS,
@@ -22,7 +22,6 @@ from monitor.cli.app import (
     state,
 )
 from monitor.deliver.exports import write_items_csv, write_items_json
-from monitor.ingest.poll import FeedResult, poll_once
 from monitor.store.engine import session_scope
 from monitor.store.queries import iter_items
 
@@ -35,8 +34,7 @@ def poll(
     as_json: bool = JsonOpt,
 ) -> None:
     """Run one polling cycle and print a summary. Exit 1 if any feed failed."""
-    st = state(ctx)
-    engine = st.engine()
+    api = state(ctx).api()
     show_progress = not as_json and sys.stderr.isatty()
     progress = Progress(
         TextColumn("polling"),
@@ -53,23 +51,13 @@ def poll(
     def started(n: int) -> None:
         progress.update(task, total=n)
 
-    def done(r: FeedResult) -> None:
+    def done(r: FeedPoll) -> None:
         progress.update(task, advance=1, description=r.feed)
 
     with progress:
-        report = asyncio.run(
-            poll_once(
-                engine,
-                st.config,
-                st.config.rules,
-                feed_ids=feed or None,
-                ignore_schedule=all_,
-                on_start=started,
-                on_result=done,
-            )
-        )
+        report = api.poll(all=all_, feeds=feed or None, on_start=started, on_feed=done)
     if feed:
-        unknown = sorted(set(feed) - {r.feed for r in report.results})
+        unknown = sorted(set(feed) - {r.feed for r in report.feeds})
         if unknown:
             fail(f"unknown or removed feed id: {', '.join(unknown)}")
     counts = report.counts()
@@ -79,7 +67,7 @@ def poll(
         table = Table(title="poll summary")
         for c in ("feed", "result", "new", "updated", "detail"):
             table.add_column(c, overflow="fold")
-        for r in report.results:
+        for r in report.feeds:
             colour = "red" if r.outcome == "error" else "green" if r.outcome == "ok" else "cyan"
             detail = f"{r.error_kind}: {r.error}" if r.outcome == "error" else (r.warning or "")
             table.add_row(r.feed, f"[{colour}]{r.outcome}[/{colour}]", str(r.new), str(r.updated), detail)
@@ -89,7 +77,7 @@ def poll(
             f"{counts['error']} failed; {counts['new_items']} new items"
             + (f", {counts['linked_items']} already seen in other feeds" if counts["linked_items"] else "")
         )
-        if not report.results:
+        if not report.feeds:
             out.print("no feed was due; `monitor poll --all` polls every feed now")
     raise typer.Exit(EXIT_PROBLEMS if report.failed else EXIT_OK)
 

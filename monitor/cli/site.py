@@ -26,18 +26,7 @@ def build(
     as_json: bool = JsonOpt,
 ) -> None:
     """Write index.html, one page per incident and category, feed.atom and JSON/CSV exports into DIR."""
-    from monitor.deliver.site import build_site
-
-    st = state(ctx)
-    engine = st.engine()
-    report = build_site(
-        engine,
-        out_dir,
-        templates=templates or st.config.templates_dir,
-        category_titles=st.config.category_titles,
-        base_url=base_url,
-        recent_days=recent_days,
-    )
+    report = state(ctx).api().site(out_dir, templates=templates, base_url=base_url, recent_days=recent_days)
     if as_json:
         print_json(report.to_json())
     else:
