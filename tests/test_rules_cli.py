@@ -69,6 +69,37 @@ def test_eval_json_and_invalid_file(config_dir: Path, tmp_path: Path) -> None:
     data = json.loads(out)
     assert data["micro"]["tp"] == 1 and data["micro"]["fp"] == 0
     assert data["categories"]["protest_crackdown"]["f1"] == 1.0
+    assert data["by_form"] == {}
+
+
+def test_eval_text_output_splits_teasers_from_full_articles(config_dir: Path, tmp_path: Path) -> None:
+    f = tmp_path / "forms.jsonl"
+    rows = [
+        {
+            "id": "1",
+            "form": "teaser",
+            "title": "Police detain protesters at rally",
+            "text": "",
+            "categories": ["protest_crackdown"],
+        },
+        {
+            "id": "2",
+            "form": "full",
+            "title": "Flights delayed by fog",
+            "text": "Fog closed the airport.",
+            "categories": ["protest_crackdown"],
+        },
+    ]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    code, out, _ = run("--config", str(config_dir), "eval", str(f))
+    assert code == 0
+    assert "teaser: precision 1.000 recall 1.000" in out
+    assert "full: precision 1.000 recall 0.000" in out
+    code, out, _ = run("--config", str(config_dir), "eval", str(f), "--json")
+    assert json.loads(out)["by_form"]["full"]["fn"] == 1
+
+
+def test_eval_invalid_file(config_dir: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text(
         json.dumps({"id": "1", "title": "", "text": "", "categories": ["torture"]}) + "\n", encoding="utf-8"

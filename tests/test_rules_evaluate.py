@@ -75,3 +75,38 @@ def test_unknown_category_names_file_and_line(clf: Classifier, tmp_path: Path) -
 def test_missing_file(clf: Classifier, tmp_path: Path) -> None:
     with pytest.raises(ConfigErrors, match="file not found"):
         evaluate(clf, tmp_path / "nope.jsonl")
+
+
+def test_scores_by_form_split_teasers_from_full_articles(clf: Classifier, tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "forms.jsonl",
+        [
+            {"id": "1", "form": "teaser", "title": "Arrest", "text": "", "categories": ["arrest"]},  # tp
+            {"id": "2", "form": "teaser", "title": "Detention", "text": "", "categories": ["arrest"]},  # fn
+            {"id": "3", "form": "full", "title": "Ban", "text": "a ban, an arrest", "categories": ["ban"]},
+            {"id": "4", "title": "Arrest", "text": "", "categories": ["arrest"]},  # no form: micro only
+        ],
+    )
+    r = evaluate(clf, f)
+    teaser, full = r.by_form["teaser"], r.by_form["full"]
+    assert (teaser.tp, teaser.fp, teaser.fn) == (1, 0, 1)
+    assert (full.tp, full.fp, full.fn) == (1, 1, 0)
+    assert full.precision == 0.5 and teaser.recall == 0.5
+    assert (r.micro.tp, r.micro.fp, r.micro.fn) == (3, 1, 1)
+    js = r.to_json()["by_form"]
+    assert set(js) == {"full", "teaser"}
+    assert js["teaser"]["recall"] == 0.5 and js["full"]["precision"] == 0.5
+
+
+def test_file_without_forms_has_no_breakdown(clf: Classifier, tmp_path: Path) -> None:
+    f = write(
+        tmp_path / "plain.jsonl", [{"id": "1", "title": "Arrest", "text": "", "categories": ["arrest"]}]
+    )
+    assert evaluate(clf, f).to_json()["by_form"] == {}
+
+
+def test_form_must_be_a_string(clf: Classifier, tmp_path: Path) -> None:
+    f = write(tmp_path / "bad.jsonl", [{"id": "1", "form": 3, "title": "A", "text": "", "categories": []}])
+    with pytest.raises(ConfigErrors, match="'form' must be a string") as info:
+        evaluate(clf, f)
+    assert info.value.errors[0].line == 1

@@ -153,6 +153,11 @@ def eval_cmd(
     )
     out.print(table)
     out.print(f"macro F1 {report.macro_f1:.3f}")
+    for form, s in sorted(report.by_form.items()):
+        out.print(
+            f"{form}: precision {s.precision:.3f} recall {s.recall:.3f} F1 {s.f1:.3f}"
+            f" (tp {s.tp}, fp {s.fp}, fn {s.fn})"
+        )
     if report.misclassified:
         out.print(f"\nmisclassified ({len(report.misclassified)}):")
         for w in report.misclassified:

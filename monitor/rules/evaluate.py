@@ -19,6 +19,8 @@ class LabelledItem:
     categories: frozenset[str]
     lang: str | None
     line: int
+    # "teaser" (headline and a line) or "full" (the article): scored apart when the file says
+    form: str | None = None
 
 
 @dataclass
@@ -93,6 +95,8 @@ class EvalReport:
     categories: dict[str, Scores]
     micro: Scores
     misclassified: list[Misclassified] = field(default_factory=list)
+    # micro scores per item "form" (teaser, full), only for files whose items say their form
+    by_form: dict[str, Scores] = field(default_factory=dict)
 
     @property
     def macro_f1(self) -> float:
@@ -106,6 +110,7 @@ class EvalReport:
             "categories": {c: s.to_json() for c, s in self.categories.items()},
             "micro": self.micro.to_json(),
             "macro_f1": round(self.macro_f1, 4),
+            "by_form": {f: s.to_json() for f, s in sorted(self.by_form.items())},
             "misclassified": [m.to_json() for m in self.misclassified],
         }
 
@@ -150,9 +155,20 @@ def read_labelled(path: Path, known: set[str]) -> list[LabelledItem]:
         if item_id in ids:
             errors.append(ConfigError(f"duplicate id {item_id!r}", file=path, line=n))
         ids.add(item_id)
-        lang = obj.get("lang")
+        lang, form = obj.get("lang"), obj.get("form")
+        if form is not None and not isinstance(form, str):
+            errors.append(ConfigError("'form' must be a string (teaser, full)", file=path, line=n))
+            continue
         items.append(
-            LabelledItem(item_id, title, text, frozenset(cats), lang if isinstance(lang, str) else None, n)
+            LabelledItem(
+                item_id,
+                title,
+                text,
+                frozenset(cats),
+                lang if isinstance(lang, str) else None,
+                n,
+                form or None,
+            )
         )
     if errors:
         raise ConfigErrors(errors)
@@ -163,20 +179,20 @@ def evaluate(classifier: Classifier, path: Path) -> EvalReport:
     items = read_labelled(Path(path), set(classifier.categories))
     per = {c: Scores() for c in classifier.categories}
     micro = Scores()
+    by_form: dict[str, Scores] = {}
     wrong: list[Misclassified] = []
     for item in items:
         got = set(classifier.classify(item.title, item.text, item.lang).categories)
+        tallies = [micro] if item.form is None else [micro, by_form.setdefault(item.form, Scores())]
         for c in per:
             g, e = c in got, c in item.categories
-            if g and e:
-                per[c].tp += 1
-                micro.tp += 1
-            elif g:
-                per[c].fp += 1
-                micro.fp += 1
-            elif e:
-                per[c].fn += 1
-                micro.fn += 1
+            for s in (per[c], *tallies):
+                if g and e:
+                    s.tp += 1
+                elif g:
+                    s.fp += 1
+                elif e:
+                    s.fn += 1
         if got != item.categories:
             wrong.append(
                 Misclassified(
@@ -188,4 +204,4 @@ def evaluate(classifier: Classifier, path: Path) -> EvalReport:
                     tuple(sorted(got)),
                 )
             )
-    return EvalReport(str(path), len(items), per, micro, wrong)
+    return EvalReport(str(path), len(items), per, micro, wrong, by_form)
