@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -25,6 +25,9 @@ class FeedConfig(Strict):
     interval: Duration | None = None
     tags: list[str] = Field(default_factory=list)
     enabled: bool = True
+    # Article pages (monitor.ingest.article): "auto" fetches the page when the entry's text is a teaser.
+    full_text: Literal["auto", "always", "never"] = "auto"
+    archive: bool = False  # keep the raw HTML of matching items' pages, compressed, as evidence
 
     @field_validator("id")
     @classmethod
@@ -90,6 +93,11 @@ class PollingSettings(Strict):
         return self
 
 
+class ArticleSettings(Strict):
+    # Politeness: at most one article request per host per this many seconds (0: no pacing).
+    per_host_interval: Duration = Field(1.0, ge=0)
+
+
 class RetentionSettings(Strict):
     unmatched_days: int | None = Field(30, ge=1)
 
@@ -105,3 +113,4 @@ class Settings(Strict):
     polling: PollingSettings = Field(default_factory=PollingSettings)
     retention: RetentionSettings = Field(default_factory=RetentionSettings)
     grouping: GroupingSettings = Field(default_factory=GroupingSettings)
+    articles: ArticleSettings = Field(default_factory=ArticleSettings)

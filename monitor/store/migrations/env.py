@@ -4,6 +4,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import monitor.store.digest_models  # registers the digest tables
+import monitor.store.evidence_models  # registers the article and evidence table
 import monitor.store.models  # registers the tables
 import monitor.store.workspace_models  # noqa: F401  (users, verdicts, notes, audit)
 

@@ -1,0 +1,133 @@
+"""Which language an item is written in, and so which language's rules classify it.
+
+Feeds of this region often declare the wrong language (a Kazakh service posting Russian items and the reverse),
+so each item is detected on its own text. The detector is lingua, restricted to the languages of the region that
+it knows (ky, uz and tg it does not have); restricting it matters twice: a short Kazakh headline is otherwise often
+taken for Mongolian or Tatar, and fewer models load faster. See bench/language_detect.py for the accuracy on short
+headlines against langdetect and the script heuristic of monitor.ingest.parse.
+
+Policy, in `decide_language`: the detected language when the detector is confident, the feed's declared language
+otherwise; an item whose text is substantially in a second language (a Kazakh report quoting Russian) is "mixed"
+and both languages' rules run.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from lingua import LanguageDetector
+
+__all__ = ["SUPPORTED", "Detection", "LanguageDecision", "decide_language", "detect"]
+
+# ISO 639-1 codes the detector chooses among (lingua has no Kyrgyz, Uzbek or Tajik model).
+SUPPORTED = ("en", "ru", "kk", "uk", "be", "az")
+
+# Below this top confidence the declared language wins: on a five-word headline lingua's values spread out, and
+# Russian/Ukrainian/Belarusian share most of their words. Chosen on the eval sets' titles (bench/language_detect.py).
+CONFIDENT = 0.6
+# Fewer words than this never count as confident: a brand or a name ("KazTAG", "Kaspi.kz") in a Kazakh feed
+# is confidently "English" to lingua, and is no evidence against the feed's declared language.
+MIN_WORDS = 3
+# A second language covering at least this share of the letters (and this many letters) makes the item mixed.
+MIXED_SHARE = 0.2
+MIXED_MIN_CHARS = 40
+# Text beyond this is not looked at: the language is settled long before, and lingua's cost grows with length.
+SAMPLE_CHARS = 2000
+
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    language: str | None  # the most likely of SUPPORTED, None for text without letters
+    confidence: float  # 0..1, lingua's value for `language`
+    secondary: str | None = None  # a second language found in a substantial part of the text
+    secondary_share: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LanguageDecision:
+    language: str | None  # what is stored on the item and chosen for its rules
+    source: str  # "detected" | "declared" | "none"
+    rules: tuple[str, ...]  # every language whose rules should run (two for a mixed item)
+    detected: str | None
+    confidence: float
+    declared: str | None
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "language": self.language,
+            "source": self.source,
+            "rules": list(self.rules),
+            "detected": self.detected,
+            "confidence": round(self.confidence, 3),
+            "declared": self.declared,
+        }
+
+
+@lru_cache(maxsize=1)
+def _detector() -> LanguageDetector:
+    from lingua import IsoCode639_1, Language, LanguageDetectorBuilder
+
+    langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in SUPPORTED]
+    # Preloaded: the first item of a poll should not pay for loading models while holding up its feed.
+    return LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
+
+
+def _code(language: object) -> str:
+    return str(language.iso_code_639_1.name).lower()  # type: ignore[attr-defined]
+
+
+def detect(text: str) -> Detection:
+    """The language of `text` among SUPPORTED, with lingua's confidence, and a second language if one covers a
+    substantial part of a longer text."""
+    sample = text[:SAMPLE_CHARS]
+    letters = sum(ch.isalpha() for ch in sample)
+    if not letters:
+        return Detection(None, 0.0)
+    detector = _detector()
+    with (
+        _lock
+    ):  # lingua's detector is shared; calls from the store thread and the event loop must not interleave
+        values = detector.compute_language_confidence_values(sample)
+        segments = detector.detect_multiple_languages_of(sample) if letters >= 2 * MIXED_MIN_CHARS else []
+    if not values or values[0].value <= 0:
+        return Detection(None, 0.0)
+    top = _code(values[0].language)
+    secondary, share = None, 0.0
+    if segments:
+        counts: dict[str, int] = {}
+        for seg in segments:
+            part = sample[seg.start_index : seg.end_index]
+            counts[_code(seg.language)] = counts.get(_code(seg.language), 0) + sum(
+                ch.isalpha() for ch in part
+            )
+        others = sorted(((n, c) for c, n in counts.items() if c != top), reverse=True)
+        if others:
+            n, code = others[0]
+            if n >= MIXED_MIN_CHARS and n / letters >= MIXED_SHARE:
+                secondary, share = code, n / letters
+    return Detection(top, float(values[0].value), secondary, share)
+
+
+def decide_language(title: str, text: str, declared: str | None) -> LanguageDecision:
+    """The language to store and the rules to run: detected when confident, declared otherwise; both for mixed."""
+    sample = f"{title}\n{text}".strip()
+    det = detect(sample)
+    words = sum(1 for w in sample[:SAMPLE_CHARS].split() if sum(ch.isalpha() for ch in w) >= 2)
+    if det.language is not None and det.confidence >= CONFIDENT and words >= MIN_WORDS:
+        language, source = det.language, "detected"
+    elif declared:
+        language, source = declared, "declared"
+    elif det.language is not None:
+        language, source = det.language, "detected"  # nothing declared: a weak guess beats none
+    else:
+        return LanguageDecision(None, "none", (), None, 0.0, declared)
+    rules = [language]
+    if det.secondary and det.secondary != language:
+        rules.append(det.secondary)
+    return LanguageDecision(language, source, tuple(rules), det.language, det.confidence, declared)

@@ -1,0 +1,189 @@
+"""Writing and reading article records and evidence (tables in monitor.store.evidence_models).
+
+`record_articles` runs inside a feed's store transaction, after its entries are written, so an item and the
+record of what was read for it commit together. `evidence_of` is what `explain --item` and the item page show.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import update
+from sqlmodel import Session, col, select
+
+from monitor.store.evidence_models import ItemArticle
+from monitor.store.models import Item, ItemSource
+
+if TYPE_CHECKING:
+    from monitor.ingest.article import ArticleResult, Pending
+
+
+def _fill_evidence(row: ItemArticle, art: ArticleResult, *, matched: bool, archive: bool) -> None:
+    row.fetched_at = art.fetched_at
+    row.final_url = art.final_url
+    row.http_status = art.status
+    row.encoding = art.encoding
+    if art.sha256 is not None:
+        row.sha256 = art.sha256
+    row.evidence = matched
+    if matched and art.ok and art.text:
+        row.text = art.text
+    if matched and archive and art.raw is not None:
+        row.raw_zlib = zlib.compress(art.raw, 6)
+        row.raw_size = len(art.raw)
+
+
+def record_articles(
+    session: Session,
+    feed_id: str,
+    item_ids: Iterable[int],
+    pending: dict[tuple[str, str], Pending],
+    *,
+    now: datetime,
+) -> int:
+    """Write the article records of the items just stored from `feed_id`; returns how many."""
+    from monitor.ingest.article import retry_delay
+
+    ids = list(item_ids)
+    if not ids or not pending:
+        return 0
+    q = select(ItemSource.item_id, ItemSource.entry_key).where(
+        col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)
+    )
+    written = 0
+    for item_id, key in session.exec(q).all():
+        p = pending.pop((feed_id, key), None)
+        if p is None:
+            continue
+        item = session.get(Item, item_id)
+        if item is None:
+            continue
+        if p.article is None:
+            continue  # only the language changed, and that is on the item
+        art = p.article
+        row = session.get(ItemArticle, item_id) or ItemArticle(item_id=item_id, url=art.url)
+        row.teaser, row.language = p.teaser, dict(p.language)
+        row.attempts += 1
+        row.last_attempt_at = now
+        row.etag, row.last_modified = art.etag, art.last_modified
+        matched = bool(item.categories)
+        _fill_evidence(row, art, matched=matched, archive=p.archive)
+        if art.ok:
+            row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
+                "ok",
+                "article",
+                None,
+                None,
+                None,
+            )
+        else:
+            delay = retry_delay(row.attempts)
+            row.classified, row.reason, row.detail = "teaser", art.reason, art.detail
+            row.state = "retry" if delay is not None else "failed"
+            row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
+        session.add(row)
+        written += 1
+    return written
+
+
+def due_retries(session: Session, now: datetime, limit: int = 100) -> list[ItemArticle]:
+    q = (
+        select(ItemArticle)
+        .where(col(ItemArticle.state) == "retry", col(ItemArticle.next_attempt_at) <= now)
+        .order_by(col(ItemArticle.next_attempt_at))
+        .limit(limit)
+    )
+    return list(session.exec(q).all())
+
+
+def apply_retry(
+    session: Session,
+    row: ItemArticle,
+    art: ArticleResult,
+    *,
+    now: datetime,
+    archive: bool,
+    classify: Any | None = None,
+) -> bool:
+    """Record one retried fetch; on success the item's text becomes the article and it is classified again
+    (`classify(item)` fills its classification). Returns whether the item's text changed."""
+    from monitor.ingest.article import retry_delay
+
+    row.attempts += 1
+    row.last_attempt_at = now
+    item = session.get(Item, row.item_id)
+    changed = False
+    if art.ok and not art.not_modified and art.text and item is not None and not item.pruned:
+        item.text = art.text
+        item.updated = now
+        if classify is not None:
+            classify(item)
+        session.add(item)
+        row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
+            "ok",
+            "article",
+            None,
+            None,
+            None,
+        )
+        row.etag, row.last_modified = art.etag, art.last_modified
+        _fill_evidence(row, art, matched=bool(item.categories), archive=archive)
+        changed = True
+    elif not art.ok:
+        delay = retry_delay(row.attempts)
+        row.reason, row.detail = art.reason, art.detail
+        row.state = "retry" if delay is not None else "failed"
+        row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
+    session.add(row)
+    return changed
+
+
+def evidence_of(session: Session, item_id: int) -> dict[str, Any] | None:
+    """What was read for an item, for `explain --item` and the item page; None when no page was fetched."""
+    row = session.get(ItemArticle, item_id)
+    if row is None:
+        return None
+    return {
+        "url": row.url,
+        "state": row.state,
+        "classified": row.classified,
+        "reason": row.reason,
+        "detail": row.detail,
+        "attempts": row.attempts,
+        "next_attempt_at": row.next_attempt_at.isoformat() if row.next_attempt_at else None,
+        "language": row.language,
+        "fetched_at": row.fetched_at.isoformat() if row.fetched_at else None,
+        "final_url": row.final_url,
+        "http_status": row.http_status,
+        "sha256": row.sha256,
+        "encoding": row.encoding,
+        "evidence": row.evidence,
+        "text": row.text,
+        "teaser": row.teaser,
+        "archived_bytes": row.raw_size if row.raw_zlib is not None else None,
+    }
+
+
+def archived_page(session: Session, item_id: int) -> bytes | None:
+    """The raw page kept with `archive: true`, decompressed; None when none was kept."""
+    row = session.get(ItemArticle, item_id)
+    if row is None or row.raw_zlib is None:
+        return None
+    return zlib.decompress(row.raw_zlib)
+
+
+def forget_articles(session: Session, item_ids: list[int]) -> None:
+    """Clear the texts kept for items that retention pruned (the record of the fetch stays)."""
+    if item_ids:
+        session.execute(
+            update(ItemArticle)
+            .where(col(ItemArticle.item_id).in_(item_ids))
+            .values(teaser="", text=None, raw_zlib=None, evidence=False)
+        )
+
+
+def options_by_feed(config: Any) -> Mapping[str, bool]:
+    return {f.id: bool(getattr(f, "archive", False)) for f in getattr(config, "feeds", [])}
