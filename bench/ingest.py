@@ -53,11 +53,13 @@ Result = dict[str, Any]
 # What the --profile breakdown times (function wrapped -> label), in print order; indentation shows nesting.
 STAGES = (
     ("sync", "Poller.sync (feeds from config into the DB)"),
-    ("_process", "Poller._process: writer thread busy, per feed"),
+    ("_store", "Poller._store: store thread busy, per feed"),
     ("parse_feed", "  parse_feed (ours, incl. feedparser)"),
     ("feedparser.parse", "    feedparser.parse"),
     ("_normalise_entry", "    _normalise_entry (all entries)"),
-    ("store_entries", "  store_entries"),
+    ("load_known", "  load_known"),
+    ("classify_entries", "  classify_entries"),
+    ("write_entries", "  write_entries"),
     ("commit", "  Session.commit (every transaction)"),
 )
 
@@ -269,11 +271,13 @@ def work_breakdown(args: argparse.Namespace) -> Result:
     ensure_schema(engine)
     importlib.import_module("monitor.ingest.fetch")
     wrap(poll_mod.Poller, "sync", "sync")
-    wrap(poll_mod.Poller, "_process", "_process")
+    wrap(poll_mod.Poller, "_store", "_store")
     wrap(parse_mod, "parse_feed", "parse_feed")
     wrap(feedparser, "parse", "feedparser.parse")
     wrap(parse_mod, "_normalise_entry", "_normalise_entry")
-    wrap(poll_mod, "store_entries", "store_entries")
+    wrap(poll_mod, "load_known", "load_known")
+    wrap(poll_mod, "classify_entries", "classify_entries")
+    wrap(poll_mod, "write_entries", "write_entries")
     wrap(Session, "commit", "commit")
     res: Result = {}
     for phase in ("full", "unchanged"):
@@ -299,7 +303,7 @@ def _cprofile_cycles(
 
     engine = make_engine(f"sqlite:///{args.work / 'cprofile.db'}")
     ensure(engine)
-    process = poll_mod.Poller._process
+    process = poll_mod.Poller._store
     out = args.work.parent / "profiles"
     out.mkdir(exist_ok=True)
     for phase in ("full", "unchanged"):
@@ -312,11 +316,11 @@ def _cprofile_cycles(
             finally:
                 _prof.disable()
 
-        poll_mod.Poller._process = profiled
+        poll_mod.Poller._store = profiled
         loop_prof.enable()
         _run_poll(engine, config)
         loop_prof.disable()
-        poll_mod.Poller._process = process
+        poll_mod.Poller._store = process
         for where, prof in (("writer thread: parse + store", writer_prof), ("event loop: fetch", loop_prof)):
             stats = pstats.Stats(prof, stream=sys.stdout).strip_dirs()
             for order in ("tottime", "cumulative"):
@@ -687,7 +691,7 @@ def print_breakdown(res: Result) -> None:
         for key, label in STAGES:
             seconds = stages.get(key, 0.0)
             print(f"  {label:<48} {seconds:8.2f} s  {100 * seconds / wall:5.1f}% of wall")
-        idle = wall - stages.get("_process", 0.0) - stages.get("sync", 0.0)
+        idle = wall - stages.get("_store", 0.0) - stages.get("sync", 0.0)
         label = "rest: writer idle (waiting for fetches), setup"
         print(f"  {label:<48} {idle:8.2f} s  {100 * idle / wall:5.1f}% of wall")
 

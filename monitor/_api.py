@@ -198,8 +198,8 @@ class Monitor:
         """Re-run the current rules over every stored item; items whose categories changed are regrouped (an
         item that lost them leaves its incident). dry_run: report only, store nothing."""
         from monitor.incidents import CountryLevel, group_items
+        from monitor.ingest.classify import apply_classification
         from monitor.store.engine import session_scope
-        from monitor.store.items import apply_classification
         from monitor.store.models import Item as ItemRow
         from monitor.store.types import utcnow
 

@@ -19,10 +19,10 @@ from monitor.incidents.fingerprint import Fingerprint
 from monitor.incidents.index import CandidateIndex, Slot, index_keys, token_rank
 from monitor.incidents.scoring import TEXT_MIN, compare
 from monitor.incidents.updates import key_json, recount
+from monitor.ingest.classify import apply_classification
 from monitor.rules import Classifier, load_classifier
 from monitor.store import ensure_schema, make_engine
 from monitor.store.engine import session_scope
-from monitor.store.items import apply_classification
 from monitor.store.models import Incident, Item
 from tests.support.stories import (
     MAMAI_EN,

@@ -22,7 +22,7 @@ import socket
 import ssl
 import time
 import zlib
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -331,25 +331,6 @@ class Fetcher:
             elif kind == "timeout":
                 detail = f"{detail} (limit {self.limits.total_timeout:g} s for the whole fetch)"
             return self._failure(req, trace, started, kind, detail, None)
-
-    async def fetch_many(self, reqs: Iterable[FetchRequest]) -> AsyncIterator[FetchResult]:
-        """Fetch all `reqs` concurrently (bounded overall and per host); yield results as they complete.
-
-        Each request's outcome is independent: a failing or hanging feed only ever produces its own result.
-        Leaving the loop early cancels the fetches still running.
-        """
-        tasks = [asyncio.ensure_future(self.fetch(r)) for r in reqs]
-        try:
-            for next_done in asyncio.as_completed(tasks):
-                yield await next_done
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-
-    async def fetch_all(self, reqs: Iterable[FetchRequest]) -> list[FetchResult]:
-        """Like fetch_many, but waits for everything and returns results in the order of `reqs`."""
-        return list(await asyncio.gather(*(self.fetch(r) for r in reqs)))
 
     # internals -------------------------------------------------------------------------------------------
     def _request_headers(self, req: FetchRequest) -> dict[str, str]:

@@ -128,6 +128,22 @@ def decide(
     return StateChange(now + timedelta(seconds=wait), count, kind, outcome.error, False, None, False)
 
 
+def publisher_ttl(fresh_for: float | None, ttl_minutes: int | None) -> float | None:
+    """Seconds the publisher asks us to wait: the longer of the HTTP freshness (Cache-Control max-age, Expires)
+    and the feed's own <ttl>; None when neither says."""
+    values = []
+    if fresh_for:
+        values.append(float(fresh_for))
+    if ttl_minutes:
+        values.append(ttl_minutes * 60.0)
+    return max(values) if values else None
+
+
+# Feed rows whose new state is written in one statement (304s, errors, unchanged bodies): fewer transactions,
+# and a crash loses at most this many feeds' state, which only means polling them again.
+STATE_BATCH = 200
+
+
 def wants_full_fetch(last_full_fetch_at: datetime | None, now: datetime, p: PollingSettings) -> bool:
     """Some servers answer 304 for content that changed; a fetch without validators now and then catches it."""
     return last_full_fetch_at is None or (now - last_full_fetch_at).total_seconds() >= p.full_fetch_every

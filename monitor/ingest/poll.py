@@ -1,9 +1,15 @@
-"""One polling cycle: pick the due feeds, fetch them concurrently, parse, store each feed in one transaction.
+"""One polling cycle as a pipeline: claim -> fetch -> parse -> decide -> (enrich) -> classify -> store -> group.
 
-The pipeline is storage -> fetch -> parse -> decide -> store. Network I/O runs on the event loop; large
-documents are parsed in worker processes, small ones on the store thread, and every database write runs on that
-one store thread, so writes never interleave (SQLite has one writer anyway). A bounded set of fetch-and-store
-workers keeps fetching from running ahead of storing, so memory holds only a few documents at a time.
+Each stage does one thing and the data flows one way. The decisions (which request to send, whether a body needs
+parsing, what the feed row becomes, which entries are new, updated, linked or skipped) are pure functions in
+`monitor.ingest.decide`; this module does the I/O around them. Network I/O runs on the event loop; documents are
+parsed in worker processes (on the store thread on one core), and every database write runs on that one store
+thread, so writes never interleave (SQLite has one writer anyway). A bounded set of fetch-and-store workers keeps
+fetching from running ahead of storing, so memory holds only a few documents at a time.
+
+Seams: an `Enricher` runs per document between decide and store, on the entries this feed has not stored yet
+(article text, language, evidence); `AfterStore` stages run inside each feed's store transaction after its entries
+are written (grouping is the last of the default ones), so items and what is derived from them commit together.
 """
 
 from __future__ import annotations
@@ -11,29 +17,46 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import hashlib
 import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
-from monitor.ingest import policy
-from monitor.ingest.parse import ParseFailure, ParseOutcome, parse_job, worker_init
+from monitor.ingest import decide, policy
+from monitor.ingest.classify import ClassifierLike, classify_entries
+from monitor.ingest.decide import FeedIntent
+from monitor.ingest.parse import Entry, ParseOutcome, parse_job, worker_init
 from monitor.store.engine import write_scope
-from monitor.store.feeds import sync_feeds
-from monitor.store.items import ClassifierLike, store_entries
-from monitor.store.models import Feed
+from monitor.store.feeds import claim_feeds, sync_feeds
+from monitor.store.items import load_known, write_entries
+from monitor.store.models import Feed, ItemSource
 from monitor.store.types import utcnow
+
+if TYPE_CHECKING:
+    from monitor.ingest.fetch import Fetcher, FetchLimits, FetchResult
+
+__all__ = [
+    "AfterStore",
+    "Enricher",
+    "FeedResult",
+    "PollReport",
+    "Poller",
+    "StoredBatch",
+    "claim_feeds",
+    "group_stage",
+    "poll_once",
+    "warm_parse_pool",
+]
 
 
 @dataclass
@@ -95,42 +118,6 @@ def allow_private(config: Config) -> bool:
     )
 
 
-def claim_feeds(
-    session: Session,
-    *,
-    now: datetime,
-    feed_ids: Sequence[str] | None = None,
-    ignore_schedule: bool = False,
-    worker: str | None = None,
-    lease_seconds: float = 900,
-    limit: int | None = None,
-) -> list[Feed]:
-    """The feeds to poll now, oldest check first, leased to `worker` so no other worker polls them meanwhile.
-
-    On PostgreSQL the rows are locked with SKIP LOCKED while the lease is written, so workers racing for the
-    same due feeds each get a different share.
-    """
-    q = select(Feed).where(col(Feed.removed).is_(False))
-    if feed_ids:
-        q = q.where(col(Feed.id).in_(list(feed_ids)))  # named feeds are polled even if muted or not due
-    else:
-        q = q.where(col(Feed.enabled).is_(True), col(Feed.muted).is_(False))
-        if not ignore_schedule:
-            q = q.where(or_(col(Feed.next_check_at).is_(None), col(Feed.next_check_at) <= now))
-    q = q.where(or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now))
-    q = q.order_by(col(Feed.next_check_at).asc().nulls_first(), col(Feed.id))
-    if limit:
-        q = q.limit(limit)
-    if session.get_bind().dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True)
-    feeds = list(session.exec(q).all())
-    if worker:
-        for f in feeds:
-            f.lease_owner, f.lease_until = worker, now + timedelta(seconds=lease_seconds)
-            session.add(f)
-    return feeds
-
-
 # Feed columns a poll may change without storing entries; written in batches (see Poller._flush_states).
 STATE_COLUMNS = (
     "id",
@@ -153,7 +140,6 @@ STATE_COLUMNS = (
     "lease_owner",
     "lease_until",
 )
-STATE_BATCH = 200
 
 
 _POOL: ProcessPoolExecutor | None = None
@@ -207,23 +193,77 @@ def _reset_parse_pool() -> None:
         pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _ttl(result: Any, parsed_ttl_minutes: int | None) -> float | None:
-    values = []
-    fresh = getattr(result, "fresh_for", None)
-    if fresh:
-        values.append(float(fresh))
-    if parsed_ttl_minutes:
-        values.append(parsed_ttl_minutes * 60.0)
-    return max(values) if values else None
+# --- seams ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredBatch:
+    """What one feed's store transaction wrote, for the stages that run after it in the same transaction."""
+
+    feed_id: str
+    new_item_ids: list[int]
+    changed_item_ids: list[int]  # stored before, content updated now
+    now: datetime
+
+
+AfterStore = Callable[[Session, StoredBatch], None]
+
+
+class Enricher(Protocol):
+    """Per-document enrichment between decide and store: gets the parsed entries this feed has not stored yet
+    and returns them, possibly replaced (`dataclasses.replace`) with more filled in. Runs on the event loop, so
+    it may fetch; it must not raise for one entry's trouble (keep the entry as it came)."""
+
+    async def __call__(self, feed: Feed, entries: Sequence[Entry]) -> Sequence[Entry]: ...
+
+
+def group_stage(config: Config, classifier: ClassifierLike | None) -> AfterStore:
+    """The grouping stage: new and changed items join or open incidents in the transaction that stored them,
+    so a crash never leaves stored items ungrouped."""
+    categories = getattr(classifier, "categories", None) or {}
+    severity = {cid: info.severity for cid, info in categories.items()} or None
+    gazetteer = getattr(classifier, "gazetteer", None)
+    words = gazetteer.country_level_words() if gazetteer is not None else None
+    window_hours = config.settings.grouping.window / 3600
+
+    def group(session: Session, batch: StoredBatch) -> None:
+        item_ids = batch.new_item_ids + batch.changed_item_ids
+        if not item_ids:
+            return
+        from monitor.incidents import CountryLevel, group_items
+
+        group_items(
+            session,
+            item_ids,
+            now=batch.now,
+            severity=severity,
+            window_hours=window_hours,
+            country_level=CountryLevel.of(words) if words is not None else None,
+        )
+
+    return group
+
+
+# --- the pipeline -----------------------------------------------------------------------------------------
 
 
 class Poller:
-    """Owns what one cycle needs: the engine, the settings, the classifier, the write thread."""
+    """Owns what one cycle needs: the engine, the settings, the classifier, the stages, the write thread."""
 
-    def __init__(self, engine: Engine, config: Config, classifier: ClassifierLike | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        config: Config,
+        classifier: ClassifierLike | None = None,
+        *,
+        after_store: Sequence[AfterStore] | None = None,
+        enrich: Enricher | None = None,
+    ) -> None:
         self.engine = engine
         self.config = config
         self.classifier = classifier
+        self.after_store = list(after_store) if after_store is not None else [group_stage(config, classifier)]
+        self.enrich = enrich
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-store")
         self._states: list[dict[str, Any]] = []  # touched by the store thread only
 
@@ -250,9 +290,10 @@ class Poller:
         on_result: Callable[[FeedResult], None] | None = None,
         now_fn: Callable[[], datetime] = utcnow,
     ) -> PollReport:
-        from monitor.ingest.fetch import Fetcher, FetchLimits, FetchRequest
+        from monitor.ingest.fetch import Fetcher
 
         report = PollReport(started=now_fn())
+        # claim
         with write_scope(self.engine) as s:
             feeds = claim_feeds(
                 s,
@@ -269,37 +310,18 @@ class Poller:
         if not snapshot:
             report.finished = now_fn()
             return report
-        http = self.config.settings.http
-        limits = FetchLimits(
-            max_concurrency=http.max_concurrency,
-            per_host=http.per_host,
-            connect_timeout=http.connect_timeout,
-            total_timeout=http.total_timeout,
-            max_bytes=http.max_bytes,
-            max_decompressed=http.max_decompressed_bytes,
-            max_redirects=http.max_redirects,
-            user_agent=http.user_agent,
-            allow_private=allow_private(self.config),
-        )
         by_url: dict[str, list[Feed]] = {}
         requests = []
         forced: set[str] = set()
         for f in snapshot.values():
-            full = policy.wants_full_fetch(f.last_full_fetch_at, report.started, self.polling)
-            if full:
+            req = decide.fetch_request(f, report.started, self.polling)
+            if req.force_full:
                 forced.add(f.id)
             if f.url in by_url:  # two feed ids with one address: fetch once, store for both
                 by_url[f.url].append(f)
                 continue
             by_url[f.url] = [f]
-            requests.append(
-                FetchRequest(
-                    url=f.url,
-                    etag=None if full else f.etag,
-                    last_modified=None if full else f.last_modified,
-                    force_full=full,
-                )
-            )
+            requests.append(req)
         loop = asyncio.get_running_loop()
         todo = iter(requests)
 
@@ -319,6 +341,7 @@ class Poller:
             renewing = asyncio.create_task(
                 self._renew_leases(sorted(snapshot), worker, lease_seconds, now_fn)
             )
+        limits = fetch_limits(self.config)
         try:
             async with Fetcher(limits) as fetcher, asyncio.TaskGroup() as tg:
                 # Twice the network concurrency, so fetching goes on while some documents are being stored.
@@ -357,90 +380,92 @@ class Poller:
                 )
 
     async def _handle(
-        self, feeds: list[Feed], fetched: Any, forced: set[str], now_fn: Callable[[], datetime]
+        self, feeds: list[Feed], fetched: FetchResult, forced: set[str], now_fn: Callable[[], datetime]
     ) -> list[FeedResult]:
-        """Parse (in a worker process when the machine has more than one core) then store, so parsing one feed overlaps
-        with storing another and the store thread only does database work."""
-        loop = asyncio.get_running_loop()
+        """parse -> decide -> enrich for one fetched document, then classify -> store -> group on the store
+        thread, so parsing one feed overlaps with storing another."""
         now = now_fn()
-        body_hash = hashlib.sha256(fetched.body or b"").hexdigest() if fetched.outcome == "ok" else None
-        parsed: ParseOutcome | None = None
-        if body_hash is not None and any(f.body_hash != body_hash for f in feeds):
-            args = (
-                fetched.body or b"",
-                fetched.final_url or fetched.url,
-                dict(fetched.headers),
-                now,
-                feeds[0].language,
-                self.polling.max_entries_per_feed,
+        digest = decide.body_hash(fetched)
+        parsed = await self._parse(feeds[0], fetched, now) if decide.needs_parse(feeds, digest) else None
+        intents = []
+        for f in feeds:
+            intent = decide.decide_feed(
+                f, fetched, parsed, digest=digest, now=now, p=self.polling, forced=f.id in forced
             )
-            # Even a small document goes to a worker: for ten entries, shipping it there and back costs this
-            # process about 0.2 ms of CPU where parsing costs 7 ms, and this process's Python runs on one core.
-            pool = _parse_pool()
-            if pool is not None:
-                try:
-                    parsed = await loop.run_in_executor(pool, parse_job, *args)
-                except (
-                    BrokenProcessPool
-                ):  # a worker died (OOM killer...): parse here and start afresh next time
-                    _reset_parse_pool()
-            if parsed is None:
-                parsed = await loop.run_in_executor(self._writer, parse_job, *args)
-        return await loop.run_in_executor(
-            self._writer, self._process, feeds, fetched, forced, now, body_hash, parsed
+            if self.enrich is not None and intent.store is not None:
+                intent = await self._enrich(f, intent)
+            intents.append((f, intent))
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._store, intents, fetched, now)
+
+    async def _parse(self, feed: Feed, fetched: FetchResult, now: datetime) -> ParseOutcome:
+        """The parse stage: in a worker process when the machine has more than one core."""
+        loop = asyncio.get_running_loop()
+        args = (
+            fetched.body or b"",
+            fetched.final_url or fetched.url,
+            dict(fetched.headers),
+            now,
+            feed.language,
+            self.polling.max_entries_per_feed,
         )
+        # Even a small document goes to a worker: for ten entries, shipping it there and back costs this
+        # process about 0.2 ms of CPU where parsing costs 7 ms, and this process's Python runs on one core.
+        pool = _parse_pool()
+        if pool is not None:
+            try:
+                return await loop.run_in_executor(pool, parse_job, *args)
+            except BrokenProcessPool:  # a worker died (OOM killer...): parse here and start afresh next time
+                _reset_parse_pool()
+        return await loop.run_in_executor(self._writer, parse_job, *args)
 
-    def _process(
-        self,
-        feeds: list[Feed],
-        fetched: Any,
-        forced: set[str],
-        now: datetime,
-        body_hash: str | None,
-        parsed: ParseOutcome | None,
-    ) -> list[FeedResult]:
-        return [self._process_one(f, fetched, f.id in forced, now, body_hash, parsed) for f in feeds]
+    async def _enrich(self, feed: Feed, intent: FeedIntent) -> FeedIntent:
+        """The enrichment seam: only entries this feed has not stored yet are handed over."""
+        assert self.enrich is not None and intent.store is not None
+        entries = intent.store.parsed.entries
+        loop = asyncio.get_running_loop()
+        stored = await loop.run_in_executor(
+            self._writer, self._stored_keys, feed.id, [e.key for e in entries]
+        )
+        fresh = [e for e in entries if e.key not in stored]
+        if not fresh:
+            return intent
+        enriched = {e.key: e for e in await self.enrich(feed, fresh)}
+        merged = [enriched.get(e.key, e) for e in entries]
+        parsed = replace(intent.store.parsed, entries=merged)
+        return replace(intent, store=replace(intent.store, parsed=parsed))
 
-    def _process_one(
-        self,
-        feed: Feed,
-        fetched: Any,
-        forced: bool,
-        now: datetime,
-        body_hash: str | None,
-        parse_outcome: ParseOutcome | None,
-    ) -> FeedResult:
-        """Store one feed's result; every failure becomes a recorded error, never an exception."""
-        started = time.perf_counter()
-        res = FeedResult(feed=feed.id, url=feed.url, outcome=fetched.outcome, status=fetched.status)
-        parsed = None
-        outcome = policy.Outcome(kind=fetched.outcome, ttl=_ttl(fetched, None))
-        if fetched.outcome == "error":
-            res.error_kind, res.error = fetched.error_kind, fetched.error
-            outcome = policy.Outcome(
-                kind="error",
-                error_kind=fetched.error_kind,
-                error=fetched.error,
-                retry_after=fetched.retry_after,
+    def _stored_keys(self, feed_id: str, keys: list[str]) -> set[str]:
+        with Session(self.engine) as s:
+            q = select(ItemSource.entry_key).where(
+                col(ItemSource.feed_id) == feed_id, col(ItemSource.entry_key).in_(keys)
             )
-        elif fetched.outcome == "ok":
-            if body_hash == feed.body_hash or parse_outcome is None:
-                res.outcome = "unchanged"  # a 200 with the same bytes: nothing to parse
-                outcome = policy.Outcome(kind="unchanged", ttl=_ttl(fetched, None))
-            elif isinstance(parse_outcome, ParseFailure):
-                res.outcome, res.error_kind = "error", parse_outcome.kind
-                res.error = f"{feed.url}: {parse_outcome.message}"
-                outcome = policy.Outcome(kind="error", error_kind=parse_outcome.kind, error=res.error)
-            else:
-                parsed = parse_outcome
-                res.warning = parsed.warning
-                res.entries = len(parsed.entries)
-                outcome = policy.Outcome(kind="ok", ttl=_ttl(fetched, parsed.ttl_minutes))
-        if parsed is None:
-            # Nothing to store but the feed's state: batched with other feeds' into one transaction.
-            self._apply_state(feed, fetched, outcome, res, now, forced)
-            self._states.append({col_name: getattr(feed, col_name) for col_name in STATE_COLUMNS})
-            if len(self._states) >= STATE_BATCH:
+            return set(s.exec(q).all())
+
+    def _store(
+        self, intents: list[tuple[Feed, FeedIntent]], fetched: FetchResult, now: datetime
+    ) -> list[FeedResult]:
+        return [self._store_one(f, intent, fetched, now) for f, intent in intents]
+
+    def _store_one(self, feed: Feed, intent: FeedIntent, fetched: FetchResult, now: datetime) -> FeedResult:
+        """The store stage for one feed; every failure becomes a recorded error, never an exception."""
+        started = time.perf_counter()
+        res = FeedResult(
+            feed=feed.id,
+            url=feed.url,
+            outcome=intent.outcome,
+            status=intent.status,
+            error_kind=intent.error_kind,
+            error=intent.error,
+            warning=intent.warning,
+            entries=intent.entries,
+            next_check_at=intent.schedule.next_check_at,
+        )
+        if intent.store is None:
+            # Nothing to store but the feed's state: batched with other feeds' into one statement.
+            _apply(feed, decide.feed_columns(intent, now))
+            self._states.append({name: getattr(feed, name) for name in STATE_COLUMNS})
+            if len(self._states) >= policy.STATE_BATCH:
                 self._flush_states()
             res.fetch_seconds = round(fetched.elapsed, 4)
             res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
@@ -450,46 +475,40 @@ class Poller:
                 row = s.get(Feed, feed.id, with_for_update=s.get_bind().dialect.name == "postgresql")
                 if row is None:
                     raise LookupError(f"feed {feed.id} vanished during the poll")
-                if parsed is not None:
-                    stats = store_entries(
-                        s,
-                        row.id,
-                        parsed.entries,
-                        now=now,
-                        classifier=self.classifier,
-                        max_hash_updates=self.polling.max_hash_updates,
-                        cross_feed_window=self.polling.cross_feed_window,
-                    )
-                    res.new, res.updated, res.linked = stats.new, stats.updated, stats.linked
-                    res.new_item_ids = stats.new_item_ids
-                    self._group(s, stats.new_item_ids + stats.changed_item_ids, now)
-                    if stats.new:
-                        row.items_total += stats.new + stats.linked
-                        row.last_new_item_at = now
-                    elif stats.linked:
-                        row.items_total += stats.linked
-                    dates = [e.published for e in parsed.entries if not e.published_estimated]
-                    row.publish_interval = policy.estimate_publish_interval(dates) or row.publish_interval
-                    row.site_url = parsed.link or row.site_url
-                    row.body_hash = body_hash
-                self._apply_state(row, fetched, outcome, res, now, forced)
+                doc = intent.store
+                entries = doc.parsed.entries
+                known = load_known(
+                    s, row.id, entries, now=now, cross_feed_window=self.polling.cross_feed_window
+                )
+                plan = decide.plan_entries(entries, known, max_hash_updates=self.polling.max_hash_updates)
+                classes = classify_entries(self.classifier, plan.to_classify())
+                stats = write_entries(s, row.id, plan, now=now, classifications=classes)
+                res.new, res.updated, res.linked = stats.new, stats.updated, stats.linked
+                res.new_item_ids = stats.new_item_ids
+                batch = StoredBatch(row.id, stats.new_item_ids, stats.changed_item_ids, now)
+                for stage in self.after_store:
+                    stage(s, batch)
+                if stats.new:
+                    row.items_total += stats.new + stats.linked
+                    row.last_new_item_at = now
+                elif stats.linked:
+                    row.items_total += stats.linked
+                row.site_url = doc.site_url or row.site_url
+                row.body_hash = doc.body_hash
+                _apply(row, decide.feed_columns(intent, now))
                 s.add(row)
         except Exception as exc:
             # The transaction rolled back: nothing half-written. Record the failure on the feed in a new one.
-            res.outcome, res.error_kind, res.new, res.updated, res.linked = "error", "store", 0, 0, 0
-            res.error = f"{feed.url}: could not store: {type(exc).__name__}: {exc}"
+            error = f"{feed.url}: could not store: {type(exc).__name__}: {exc}"
+            failed = decide.decide_store_failure(feed, fetched, error, now=now, p=self.polling)
+            res.outcome, res.error_kind, res.error = "error", "store", error
+            res.new = res.updated = res.linked = 0
             res.new_item_ids = []
+            res.next_check_at = failed.schedule.next_check_at
             with write_scope(self.engine) as s:
                 row = s.get(Feed, feed.id)
                 if row is not None:
-                    self._apply_state(
-                        row,
-                        fetched,
-                        policy.Outcome(kind="error", error_kind="store", error=res.error),
-                        res,
-                        now,
-                        False,
-                    )
+                    _apply(row, decide.feed_columns(failed, now))
                     s.add(row)
         res.fetch_seconds = round(fetched.elapsed, 4)
         res.elapsed = round(fetched.elapsed + (time.perf_counter() - started), 4)
@@ -503,61 +522,28 @@ class Poller:
         with write_scope(self.engine) as s:
             s.execute(update(Feed), rows)
 
-    def _group(self, session: Session, item_ids: list[int], now: datetime) -> None:
-        """Items and their incidents commit together, so a crash never leaves stored items ungrouped."""
-        if not item_ids:
-            return
-        from monitor.incidents import CountryLevel, group_items
 
-        categories = getattr(self.classifier, "categories", None) or {}
-        severity = {cid: info.severity for cid, info in categories.items()} or None
-        gazetteer = getattr(self.classifier, "gazetteer", None)
-        words = gazetteer.country_level_words() if gazetteer is not None else None
-        window_hours = self.config.settings.grouping.window / 3600
-        group_items(
-            session,
-            item_ids,
-            now=now,
-            severity=severity,
-            window_hours=window_hours,
-            country_level=CountryLevel.of(words) if words is not None else None,
-        )
+def _apply(row: Feed, values: dict[str, Any]) -> None:
+    for name, value in values.items():
+        setattr(row, name, value)
 
-    def _apply_state(
-        self, row: Feed, fetched: Any, outcome: policy.Outcome, res: FeedResult, now: datetime, forced: bool
-    ) -> None:
-        change = policy.decide(
-            feed_id=row.id,
-            outcome=outcome,
-            now=now,
-            error_count=row.error_count,
-            override=row.interval,
-            publish_interval=row.publish_interval,
-            p=self.polling,
-            scheduled=row.next_check_at,
-        )
-        row.last_fetch_at = now
-        row.last_status = fetched.status
-        row.last_outcome = res.outcome
-        row.next_check_at = change.next_check_at
-        row.error_count = change.error_count
-        row.error_kind = change.error_kind
-        row.lease_owner = row.lease_until = None
-        if outcome.ttl is not None:
-            row.ttl = outcome.ttl
-        if change.error is not None:
-            row.last_error, row.last_error_at = change.error, now
-        if change.muted:
-            row.muted, row.mute_reason = True, change.mute_reason
-        if change.success:
-            row.last_success_at = now
-            if fetched.outcome == "ok":
-                row.etag, row.last_modified = fetched.etag, fetched.last_modified
-                if forced:
-                    row.last_full_fetch_at = now
-        if getattr(fetched, "permanent_url", None) and fetched.outcome != "error":
-            row.url = fetched.permanent_url  # 301/308: the publisher moved the feed for good
-        res.next_check_at = change.next_check_at
+
+def fetch_limits(config: Config) -> FetchLimits:
+    """The fetcher's limits from the http settings."""
+    from monitor.ingest.fetch import FetchLimits
+
+    http = config.settings.http
+    return FetchLimits(
+        max_concurrency=http.max_concurrency,
+        per_host=http.per_host,
+        connect_timeout=http.connect_timeout,
+        total_timeout=http.total_timeout,
+        max_bytes=http.max_bytes,
+        max_decompressed=http.max_decompressed_bytes,
+        max_redirects=http.max_redirects,
+        user_agent=http.user_agent,
+        allow_private=allow_private(config),
+    )
 
 
 async def poll_once(

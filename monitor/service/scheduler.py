@@ -36,7 +36,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, func, or_, text, update
+from sqlalchemy import Engine, func, text, update
 from sqlmodel import col, select
 
 from monitor import __version__
@@ -52,7 +52,7 @@ from monitor.service.metrics import ServiceMetrics
 from monitor.service.retention import prune_unmatched
 from monitor.service.runtime import ConfigWatcher
 from monitor.store.engine import session_scope
-from monitor.store.feeds import sync_feeds
+from monitor.store.feeds import due, sync_feeds
 from monitor.store.models import Feed, Item
 from monitor.store.types import utcnow
 
@@ -427,17 +427,7 @@ class Service:
 
     def _count_due(self, now: datetime) -> int:
         with session_scope(self.engine) as s:
-            q = (
-                select(func.count())
-                .select_from(Feed)
-                .where(
-                    col(Feed.removed).is_(False),
-                    col(Feed.enabled).is_(True),
-                    col(Feed.muted).is_(False),
-                    or_(col(Feed.next_check_at).is_(None), col(Feed.next_check_at) <= now),
-                    or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now),
-                )
-            )
+            q = select(func.count()).select_from(Feed).where(*due(now))
             return int(s.exec(q).one())
 
     def _add_report(self, summary: LastPoll, report: PollReport) -> None:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import or_
+from sqlmodel import Session, col, select
 
 from monitor.config.models import FeedConfig
 from monitor.store.models import Feed
@@ -16,6 +19,56 @@ class SyncReport:
     added: list[str] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)  # left config: kept with their items, not polled
+
+
+def due(now: datetime, *, ignore_schedule: bool = False) -> list[Any]:
+    """Where-clauses of the feeds a poll should take now: polled (not removed, enabled, not muted), due (never
+    checked, or their next check has come; all of them with `ignore_schedule`), and not leased to a worker."""
+    clauses: list[Any] = [
+        col(Feed.removed).is_(False),
+        col(Feed.enabled).is_(True),
+        col(Feed.muted).is_(False),
+        unleased(now),
+    ]
+    if not ignore_schedule:
+        clauses.append(or_(col(Feed.next_check_at).is_(None), col(Feed.next_check_at) <= now))
+    return clauses
+
+
+def unleased(now: datetime) -> Any:
+    return or_(col(Feed.lease_until).is_(None), col(Feed.lease_until) < now)
+
+
+def claim_feeds(
+    session: Session,
+    *,
+    now: datetime,
+    feed_ids: Sequence[str] | None = None,
+    ignore_schedule: bool = False,
+    worker: str | None = None,
+    lease_seconds: float = 900,
+    limit: int | None = None,
+) -> list[Feed]:
+    """The feeds to poll now, oldest check first, leased to `worker` so no other worker polls them meanwhile.
+
+    On PostgreSQL the rows are locked with SKIP LOCKED while the lease is written, so workers racing for the
+    same due feeds each get a different share.
+    """
+    if feed_ids:  # named feeds are polled even if muted or not due
+        q = select(Feed).where(col(Feed.removed).is_(False), col(Feed.id).in_(list(feed_ids)), unleased(now))
+    else:
+        q = select(Feed).where(*due(now, ignore_schedule=ignore_schedule))
+    q = q.order_by(col(Feed.next_check_at).asc().nulls_first(), col(Feed.id))
+    if limit:
+        q = q.limit(limit)
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    feeds = list(session.exec(q).all())
+    if worker:
+        for f in feeds:
+            f.lease_owner, f.lease_until = worker, now + timedelta(seconds=lease_seconds)
+            session.add(f)
+    return feeds
 
 
 def _reset_validators(feed: Feed) -> None:

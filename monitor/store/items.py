@@ -1,15 +1,17 @@
-"""Writing one feed's entries: identity, cross-feed dedup, capped content updates, classification.
+"""Writing one feed's entries: what the store already holds for them, and applying the plan made from that.
 
-Called inside the transaction that also updates the feed's polling state, so a crash either keeps
-both or neither.
+The store only reads and writes. Which entries are new, updated, linked or skipped is decided by
+`monitor.ingest.decide.plan_entries` from what `load_known` returns; classification happens in the pipeline
+before `write_entries` is called. Everything runs inside the transaction that also updates the feed's polling
+state, so a crash either keeps both or neither.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import or_
 from sqlalchemy import select as sa_select
@@ -43,17 +45,74 @@ class EntryLike(Protocol):
     def content_hash(self) -> str: ...
 
 
-class ClassificationLike(Protocol):
-    categories: list[str]
-    countries: list[str]
-
-    def to_json(self) -> dict[str, Any]: ...
+# --- what the store knows about a document's entries ------------------------------------------------------
 
 
-class ClassifierLike(Protocol):
-    version: str
+@dataclass(frozen=True, slots=True)
+class KnownEntry:
+    """An entry this feed delivered before: its item and what decides whether the entry changed."""
 
-    def classify(self, title: str, text: str, language: str | None = None) -> Any: ...
+    item_id: int
+    content_hash: str
+    pruned: bool
+    hash_updates: int
+    has_url: bool
+
+
+@dataclass(frozen=True)
+class Known:
+    """What `load_known` found for one document: this feed's entries by key, and stored items that a new entry
+    may turn out to be, by URL and (within the cross-feed window) by content hash."""
+
+    entries: Mapping[str, KnownEntry] = field(default_factory=dict)
+    by_url: Mapping[str, int] = field(default_factory=dict)
+    by_hash: Mapping[str, int] = field(default_factory=dict)
+
+
+# --- what the store can be asked to write (made by monitor.ingest.decide) ---------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    entry: EntryLike
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateItem:
+    item_id: int
+    entry: EntryLike
+    adopt_url: bool  # the item has no URL yet and the entry brings one nobody in this document took
+
+
+@dataclass(frozen=True, slots=True)
+class LinkItem:
+    """The entry is a story already stored (from another feed, or earlier in this document): link, do not copy.
+    `item_id` is a stored item; `new_index` the position in `EntryPlan.new` of an item this plan inserts."""
+
+    entry: EntryLike
+    item_id: int | None = None
+    new_index: int | None = None
+
+
+SkipReason = Literal["duplicate_key", "pruned", "same_content", "hash_update_cap"]
+
+
+@dataclass(frozen=True, slots=True)
+class SkipEntry:
+    entry: EntryLike
+    reason: SkipReason
+
+
+@dataclass(frozen=True)
+class EntryPlan:
+    new: tuple[NewItem, ...] = ()
+    updates: tuple[UpdateItem, ...] = ()
+    links: tuple[LinkItem, ...] = ()
+    skipped: tuple[SkipEntry, ...] = ()
+
+    def to_classify(self) -> list[EntryLike]:
+        """The entries whose text will be stored, so the classifier must see them."""
+        return [n.entry for n in self.new] + [u.entry for u in self.updates]
 
 
 @dataclass
@@ -66,91 +125,35 @@ class StoreStats:
     changed_item_ids: list[int] = field(default_factory=list)
 
 
-def classification_values(
-    classifier: ClassifierLike, title: str, text: str, language: str | None
-) -> dict[str, Any]:
-    """The Item columns a classification fills, as plain values."""
-    data = classifier.classify(title, text, language).to_json()
-    # Each gazetteer entry once, in text order, as places.yaml spells it (grouping makes it spelling-blind), with
-    # "title" as its field when the title names it: {"country": "KZ", "entry": "Almaty", "field": "title"}.
-    places: dict[tuple[str, str], dict[str, str]] = {}
-    for p in data.get("places", []):
-        country, entry = str(p.get("country") or ""), str(p.get("entry") or p.get("name") or "")
-        if country and entry:
-            rec = places.setdefault((country, entry), {"country": country, "entry": entry, "field": "text"})
-            if p.get("field") == "title":
-                rec["field"] = "title"
-    return {
-        "categories": list(data.get("categories", [])),
-        "countries": list(data.get("countries", [])),
-        "matches": dict(data.get("matches", {})),
-        "places": list(places.values()),
-        "rules_version": classifier.version,
-    }
-
-
-def apply_classification(item: Item, classifier: ClassifierLike | None) -> None:
-    if classifier is None:
-        return
-    for name, value in classification_values(classifier, item.title, item.text, item.language).items():
-        setattr(item, name, value)
-
-
-@dataclass(frozen=True, slots=True)
-class _Known:
-    """An entry this feed delivered before: its item and what decides whether the entry changed."""
-
-    id: int
-    content_hash: str
-    pruned: bool
-    hash_updates: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Ref:
-    """A stored item a new entry may turn out to be (same URL or same content)."""
-
-    id: int
-
+# Item columns a classification fills; rows without one get these empty values.
+UNCLASSIFIED: Mapping[str, Any] = {
+    "categories": [],
+    "countries": [],
+    "matches": {},
+    "places": [],
+    "rules_version": None,
+}
 
 # Core tables: ORM-enabled bulk INSERTs cost several times as much per statement for the same rows.
 _ITEM = Item.__table__  # type: ignore[attr-defined]
 _SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
 
 
-def _url_taken(session: Session, url: str, by_url: dict[str, _Ref | _NewRow]) -> bool:
-    if url in by_url:
-        return True
-    return session.execute(sa_select(col(Item.id)).where(col(Item.url) == url)).first() is not None
-
-
-class _NewRow:
-    """An item about to be inserted; `id` is known once the batch INSERT has returned."""
-
-    __slots__ = ("id", "values")
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.values = values
-        self.id: int | None = None
-
-
-def store_entries(
+def load_known(
     session: Session,
     feed_id: str,
     entries: Sequence[EntryLike],
     *,
     now: datetime,
-    classifier: ClassifierLike | None = None,
-    max_hash_updates: int = 24,
     cross_feed_window: float = 7 * 86400,
-) -> StoreStats:
-    stats = StoreStats()
+) -> Known:
+    """What the store holds for these entries. Only what tells a changed entry from an unchanged one is loaded:
+    most fetches repeat entries already stored, and loading whole rows (texts, HTML, matches) was most of the
+    cost."""
     if not entries:
-        return stats
-    # What this feed already delivered, with just what tells a changed entry from an unchanged one: most fetches
-    # repeat entries already stored, and loading whole rows (texts, HTML, matches) for them was most of the cost.
+        return Known()
     keys = [e.key for e in entries]
-    known: dict[str, _Known] = {}
+    known: dict[str, KnownEntry] = {}
     q = (
         sa_select(
             col(ItemSource.entry_key),
@@ -158,17 +161,18 @@ def store_entries(
             col(Item.content_hash),
             col(Item.pruned),
             col(Item.hash_updates),
+            col(Item.url).is_not(None),
         )
         .join(Item, col(Item.id) == col(ItemSource.item_id))
         .where(col(ItemSource.feed_id) == feed_id, col(ItemSource.entry_key).in_(keys))
     )
-    for key, item_id, content_hash, pruned, hash_updates in session.execute(q):
-        known[key] = _Known(item_id, content_hash, pruned, hash_updates)
+    for key, item_id, content_hash, pruned, hash_updates, has_url in session.execute(q):
+        known[key] = KnownEntry(item_id, content_hash, pruned, hash_updates, bool(has_url))
     fresh = [e for e in entries if e.key not in known]
     urls = {e.url for e in fresh if e.url}
     hashes = {e.content_hash for e in fresh}
-    by_url: dict[str, _Ref | _NewRow] = {}
-    by_hash: dict[str, _Ref | _NewRow] = {}
+    by_url: dict[str, int] = {}
+    by_hash: dict[str, int] = {}
     since = now - timedelta(seconds=cross_feed_window)
     conditions: list[Any] = []
     if urls:
@@ -180,114 +184,95 @@ def store_entries(
             or_(*conditions)
         )
         for item_id, url, content_hash, fetched in session.execute(q2):
-            ref = _Ref(item_id)
             if url:
-                by_url[url] = ref
+                by_url[url] = item_id
             if fetched >= since:
-                by_hash.setdefault(content_hash, ref)
+                by_hash.setdefault(content_hash, item_id)
+    return Known(known, by_url, by_hash)
 
-    handled: set[str] = set()
-    new_items: list[tuple[_NewRow, EntryLike]] = []
-    links: list[tuple[_Ref | _NewRow, EntryLike]] = []
-    for entry in entries:
-        if entry.key in handled:  # the same key twice in one document: the parser should not, but be safe
+
+def _url_taken(session: Session, url: str) -> bool:
+    return session.execute(sa_select(col(Item.id)).where(col(Item.url) == url)).first() is not None
+
+
+def write_entries(
+    session: Session,
+    feed_id: str,
+    plan: EntryPlan,
+    *,
+    now: datetime,
+    classifications: Mapping[str, Mapping[str, Any]] | None = None,
+) -> StoreStats:
+    """Apply `plan`. `classifications` holds, by entry key, the Item columns the classifier filled for the
+    entries of `plan.to_classify()`; an entry missing from it is stored unclassified."""
+    stats = StoreStats(unchanged=len(plan.skipped))
+    classes = classifications or {}
+    for up in plan.updates:
+        entry = up.entry
+        item = session.get(Item, up.item_id)
+        if item is None:
             stats.unchanged += 1
             continue
-        handled.add(entry.key)
-        seen = known.get(entry.key)
-        if seen is not None:
-            if seen.pruned or seen.content_hash == entry.content_hash:
-                stats.unchanged += 1
-                continue
-            # Some feeds rewrite every entry on every fetch; past the cap we stop following the changes.
-            if seen.hash_updates >= max_hash_updates:
-                stats.unchanged += 1
-                continue
-            item = session.get(Item, seen.id)
-            if item is None:
-                stats.unchanged += 1
-                continue
-            item.title, item.text, item.html = entry.title, entry.text, entry.html
-            item.content_hash = entry.content_hash
-            item.hash_updates += 1
-            item.updated = now
-            if entry.url and not item.url and not _url_taken(session, entry.url, by_url):
-                item.url = entry.url
-                by_url[entry.url] = _Ref(seen.id)
-            apply_classification(item, classifier)
-            session.add(item)
-            stats.updated += 1
-            stats.changed_item_ids.append(seen.id)
-            continue
-        match = (by_url.get(entry.url) if entry.url else None) or by_hash.get(entry.content_hash)
-        if match is not None:
-            links.append((match, entry))
-            stats.linked += 1
-            continue
-        values: dict[str, Any] = {
-            "feed_id": feed_id,
-            "url": entry.url,
-            "title": entry.title,
-            "text": entry.text,
-            "html": entry.html,
-            "author": entry.author,
-            "language": entry.language,
-            "published": entry.published,
-            "published_estimated": entry.published_estimated,
-            "fetched": now,
-            "updated": None,
-            "content_hash": entry.content_hash,
-            "hash_updates": 0,
-            "categories": [],
-            "countries": [],
-            "matches": {},
-            "places": [],
-            "rules_version": None,
-            "incident_id": None,
-            "pruned": False,
-        }
-        if classifier is not None:
-            values.update(classification_values(classifier, entry.title, entry.text, entry.language))
-        row = _NewRow(values)
-        new_items.append((row, entry))
-        # Later entries of this same document (or batch) pointing at the same story link to this item.
-        if entry.url:
-            by_url[entry.url] = row
-        by_hash.setdefault(entry.content_hash, row)
+        item.title, item.text, item.html = entry.title, entry.text, entry.html
+        item.content_hash = entry.content_hash
+        item.hash_updates += 1
+        item.updated = now
+        if up.adopt_url and entry.url and not _url_taken(session, entry.url):
+            item.url = entry.url
+        for name, value in classes.get(entry.key, {}).items():
+            setattr(item, name, value)
+        session.add(item)
+        stats.updated += 1
+        stats.changed_item_ids.append(up.item_id)
 
-    if new_items:
+    new_ids: list[int] = []
+    if plan.new:
+        rows = []
+        for n in plan.new:
+            e = n.entry
+            values: dict[str, Any] = {
+                "feed_id": feed_id,
+                "url": e.url,
+                "title": e.title,
+                "text": e.text,
+                "html": e.html,
+                "author": e.author,
+                "language": e.language,
+                "published": e.published,
+                "published_estimated": e.published_estimated,
+                "fetched": now,
+                "updated": None,
+                "content_hash": e.content_hash,
+                "hash_updates": 0,
+                **UNCLASSIFIED,
+                **classes.get(e.key, {}),
+                "incident_id": None,
+                "pruned": False,
+            }
+            rows.append(values)
         # One INSERT ... RETURNING for the batch, without building ORM objects (most of the cost per row).
-        result = session.execute(
-            _ITEM.insert().returning(_ITEM.c.id, sort_by_parameter_order=True),
-            [r.values for r, _ in new_items],
-        )
-        for (row, _), (item_id,) in zip(new_items, result.all(), strict=True):
-            row.id = item_id
-    rows = []
-    for row, entry in new_items:
-        assert row.id is not None
+        result = session.execute(_ITEM.insert().returning(_ITEM.c.id, sort_by_parameter_order=True), rows)
+        new_ids = [item_id for (item_id,) in result.all()]
+    sources = []
+    for n, item_id in zip(plan.new, new_ids, strict=True):
         stats.new += 1
-        stats.new_item_ids.append(row.id)
-        rows.append(
-            {
-                "item_id": row.id,
-                "feed_id": feed_id,
-                "entry_key": entry.key,
-                "url": entry.url,
-                "first_seen": now,
-            }
-        )
-    for target, entry in links:
-        assert target.id is not None
-        rows.append(
-            {
-                "item_id": target.id,
-                "feed_id": feed_id,
-                "entry_key": entry.key,
-                "url": entry.url,
-                "first_seen": now,
-            }
-        )
-    if rows:
-        session.execute(_SOURCE.insert(), rows)
+        stats.new_item_ids.append(item_id)
+        sources.append(_source(item_id, feed_id, n.entry, now))
+    for link in plan.links:
+        target = link.item_id if link.new_index is None else new_ids[link.new_index]
+        assert target is not None
+        stats.linked += 1
+        sources.append(_source(target, feed_id, link.entry, now))
+    if sources:
+        session.execute(_SOURCE.insert(), sources)
     return stats
+
+
+def _source(item_id: int, feed_id: str, entry: EntryLike, now: datetime) -> dict[str, Any]:
+    return {
+        "item_id": item_id,
+        "feed_id": feed_id,
+        "entry_key": entry.key,
+        "url": entry.url,
+        "first_seen": now,
+    }
