@@ -10,7 +10,9 @@ signatures and explanations as `group_items` writes them. Then, in the same run:
   each object, and nothing else;
 - `build_site`: every page, feed.atom and the JSON/CSV exports;
 - `build_digest` for the packaged `daily` digest with every incident new (the worst case: one 5,000-incident
-  message), when the digest engine is present.
+  message, of which `max_incidents` are shown in full), beside the same digest over a fifth of the incidents (peak
+  memory should not grow with the number of incidents) and beside one showing every incident in full (what
+  digests did before `max_incidents`).
 
 Each step runs twice: once for wall time, once under tracemalloc for the peak of Python allocations (tracemalloc
 slows the code, so the two are not measured together). Peak RSS of the whole process is printed at the end.
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT))
 from sqlalchemy import Engine, insert  # noqa: E402
 from sqlmodel import col, select  # noqa: E402
 
+from monitor.config.load import Config, load_config, packaged_dir  # noqa: E402
 from monitor.deliver.site import build_site  # noqa: E402
 from monitor.incidents import incident_severity  # noqa: E402
 from monitor.incidents.features import extract  # noqa: E402
@@ -246,22 +249,30 @@ def load_rows(engine: Engine) -> int:
     return n
 
 
-def build_digest_once(engine: Engine) -> str:
-    from monitor.config.load import load_config, packaged_dir
+def build_digest_once(
+    engine: Engine, config: Config, *, days: int = 101, max_incidents: int | None = None
+) -> str:
+    """The packaged `daily` digest over the incidents updated in the last `days` of the data (all of them by
+    default), every one new; `max_incidents` overrides the digest's own (None: as configured). `config` is loaded
+    beforehand, so its compiled rules are not counted."""
     from monitor.deliver.digest import build_digest
 
-    config = load_config(packaged_dir("config"))
+    d = config.digest("daily")
+    if max_incidents is not None:
+        d = d.model_copy(update={"max_incidents": max_incidents})
+    now = START + timedelta(days=100)
     with session_scope(engine) as s:
         built = build_digest(
             s,
-            config.digest("daily"),
+            d,
             config.categories,
             polling=config.settings.polling,
             templates_dir=config.templates_dir,
-            now=START + timedelta(days=100),
-            position=START - timedelta(days=1),
+            now=now,
+            position=now - timedelta(days=days),
         )
-    return f"{built.context['total']} incidents, HTML page {len(built.page_html) / 1e6:.1f} MB"
+        size = len(built.message_bytes())
+    return f"{len(built.picks)} incidents, {built.shown} in full, message {size / 1e6:.1f} MB"
 
 
 def measure(label: str, fn: Callable[[], Any]) -> tuple[float, float, Any]:
@@ -304,12 +315,26 @@ def main() -> None:
 
         base, base_peak, _ = measure("baseline: load the rows", lambda: load_rows(engine))
         site_t, site_peak, _ = measure("build_site (all pages + exports)", site)
-        measure("build_digest (daily, all new)", lambda: build_digest_once(engine))
+        config: Config = load_config(packaged_dir("config"))
+        # The digest: a fifth of the incidents, all of them, and all of them shown in full (what every digest
+        # did before max_incidents). Flat means the first two peaks are alike and well under the third.
+        _, small_peak, _ = measure(
+            "build_digest (daily, last 20 days)", lambda: build_digest_once(engine, config, days=20)
+        )
+        _, dig_peak, _ = measure("build_digest (daily, all new)", lambda: build_digest_once(engine, config))
+        _, full_peak, _ = measure(
+            "build_digest (all new, all in full)",
+            lambda: build_digest_once(engine, config, max_incidents=args.incidents),
+        )
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         print(f"  site: {size / 2**20:.1f} MiB on disk")
         print(
             f"  site build = {site_t / base:.1f}x the time of loading the rows, "
             f"{site_peak / max(base_peak, 1):.1f}x their peak memory"
+        )
+        print(
+            f"  digest peak: {dig_peak / 2**20:.1f} MiB for every incident, {small_peak / 2**20:.1f} MiB for a fifth "
+            f"(baseline: loading the rows {base_peak / 2**20:.1f} MiB; every incident in full {full_peak / 2**20:.1f} MiB)"
         )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  peak RSS of this process: {rss:.0f} MiB")

@@ -3,10 +3,12 @@ on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -24,9 +26,11 @@ from monitor.deliver.digest import (
 )
 from monitor.deliver.digest import outbox as outbox_mod
 from monitor.deliver.digest.outbox import ATTEMPT_LEASE, backoff
+from monitor.deliver.site import build_site
 from monitor.errors import ConfigError, ConfigErrors
 from monitor.store.digest_models import DigestEntry, DigestOutbox
 from monitor.store.engine import session_scope
+from monitor.store.models import Incident
 from tests.support.digestdata import SIMPLE, T0, add_feed, add_incident, add_report, write_digests
 from tests.support.smtpserver import SmtpServer
 
@@ -308,6 +312,15 @@ def test_new_incidents_wait_behind_a_pending_digest_and_each_is_delivered_once(
     ]
 
 
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
 class SimulatedCrash(BaseException):
     """Stands for the process dying: not an Exception, so no handler records anything."""
 
@@ -497,3 +510,111 @@ def test_alert_after_each_poll_honours_the_backoff_of_its_pending_message(
     done = deliver_digest(engine, load_config(config_dir), "alert", now=now + backoff(1))
     assert done.previous is not None and done.previous.status == "delivered" and done.status == "empty"
     assert len(smtp.messages) == 1
+
+
+# ---------------------------------------------------------------------------------------------------- size
+
+
+HOSTILE_SHOWN = 'Угрозы <script>alert("shown")</script><img src=x onerror=alert(1)>'
+HOSTILE_COUNTED = "Газету закрыли <script>counted()</script>"
+
+
+def _incident_divs(html: str) -> int:
+    return len(re.findall(r'<div class="incident\b', html))
+
+
+def test_digest_over_max_incidents_shows_the_most_severe_and_most_reported_and_counts_the_rest(
+    engine: Engine, config_dir: Path, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    write_digests(config_dir, SIMPLE + "    max_incidents: 3\n")
+    cats = config_dir / "categories.yaml"
+    # a category title is config, not feed text, but it is escaped all the same
+    cats.write_text(
+        cats.read_text(encoding="utf-8").replace(
+            "title: Pressure on NGOs", 'title: "Pressure on <b>NGOs</b>"'
+        ),
+        encoding="utf-8",
+    )
+    add_feed(engine, "kz-news")
+    # shown: high severity, most reports first
+    add_incident(engine, "Разгон митинга", categories=["protest_crackdown"], items=5, at=T0)
+    add_incident(engine, "Суд над журналистом", categories=["prosecution"], items=3, at=T0)
+    add_incident(engine, HOSTILE_SHOWN, categories=["intimidation"], items=2, at=T0)
+    # counted: high but one report; medium though reported nine times; medium, first reported in October
+    add_incident(engine, "Единственное сообщение об аресте", categories=["prosecution"], at=T0)
+    counted = add_incident(
+        engine, HOSTILE_COUNTED, categories=["media_restriction"], severity="medium", items=9, at=T0
+    )
+    october = add_incident(engine, "Проверка НКО", categories=["ngo_restriction"], severity="medium", at=T0)
+    with session_scope(engine) as s:
+        row = s.get(Incident, october)
+        assert row is not None
+        row.first_seen = datetime(2026, 10, 5, tzinfo=UTC)
+        s.add(row)
+
+    run = deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=1))
+    assert run.status == "delivered" and (run.incidents, run.updates) == (6, 0)
+    (received,) = smtp.messages
+    text = _plain(smtp, 0)
+    html = received.message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+
+    # exactly max_incidents in full, the chosen ones
+    assert text.count("Incident page: ") == 3 and _incident_divs(html) == 3
+    for title in ("Разгон митинга", "Суд над журналистом", HOSTILE_SHOWN):
+        assert title in text
+    for title in ("Единственное сообщение", "Газету закрыли", "Проверка НКО"):
+        assert title not in text and title not in html
+    assert "counted()" not in text and "counted()" not in html
+
+    # the rest, counted by category (most severe first) and by month, linked to the site's lists
+    rest = text.split("## 3 more incidents in this digest")[1].split("## Feeds")[0]
+    lines = [line.strip() for line in rest.splitlines() if line.strip()]
+    site = "https://monitor.example.org/"
+    assert lines[1:7] == [
+        "- Prosecution of activists and journalists: 1",
+        f"{site}category/prosecution.html",
+        "- Media restriction: 1",
+        f"{site}category/media_restriction.html",
+        "- Pressure on <b>NGOs</b>: 1",
+        f"{site}category/ngo_restriction.html",
+    ]
+    assert f"- November 2026: 2 {site}archive/2026-11.html" in lines
+    assert f"- October 2026: 1 {site}archive/2026-10.html" in lines
+    assert "Pressure on &lt;b&gt;NGOs&lt;/b&gt;" in html and "<b>NGOs" not in html
+    assert f'<a href="{site}category/media_restriction.html"' in html
+    assert f'<a href="{site}archive/2026-10.html"' in html
+
+    # the HTML is still escaped: nothing from a feed became an element
+    parser = _Tags()
+    parser.feed(html)
+    assert not [t for t, _ in parser.tags if t in ("script", "img", "b")]
+    assert "&lt;script&gt;alert(" in html
+
+    # every incident counts as delivered, shown or not
+    with Session(engine) as s:
+        entries = list(s.exec(select(DigestEntry)))
+        outboxes = {o.id: o.status for o in s.exec(select(DigestOutbox))}
+    assert len(entries) == 6 and {outboxes[e.outbox_id] for e in entries} == {"delivered"}
+    assert (
+        deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=2)).status
+        == "empty"
+    )
+    # a counted incident that gets a new report comes back as an update, not as new
+    add_report(engine, counted, "Редакцию оштрафовали", at=T0 + timedelta(hours=3))
+    again = deliver_digest(engine, load_config(config_dir), "daily", now=T0 + timedelta(hours=4))
+    assert (again.incidents, again.updates) == (0, 1)
+    assert "[UPDATE] Газету закрыли" in _plain(smtp, 1) and "more incidents" not in _plain(smtp, 1)
+
+    # the links lead to site pages that list the counted incidents
+    out = tmp_path / "site"
+    build_site(engine, out, now=T0 + timedelta(hours=5))
+    assert "Единственное сообщение об аресте" in (out / "category" / "prosecution.html").read_text("utf-8")
+    assert "Проверка НКО" in (out / "archive" / "2026-10.html").read_text("utf-8")
+
+
+def test_max_incidents_must_be_positive(config_dir: Path) -> None:
+    write_digests(config_dir, SIMPLE + "    max_incidents: 0\n")
+    with pytest.raises(ConfigErrors) as info:
+        load_config(config_dir)
+    (e,) = info.value.errors
+    assert e.field == "digests[0].max_incidents" and e.line == 11

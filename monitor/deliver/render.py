@@ -23,7 +23,10 @@ from monitor.sanitize import sanitize_html
 __all__ = [
     "CATEGORY_TITLES",
     "COUNTRY_NAMES",
+    "category_page",
     "environment",
+    "incident_page",
+    "month_page",
     "safe_url",
     "slug",
     "truncate_text",
@@ -63,11 +66,27 @@ COUNTRY_NAMES: dict[str, str] = {
 }
 _LINK_SCHEMES = frozenset({"http", "https"})
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
+_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 
 def slug(value: object) -> str:
     """A safe file name for a category or other config-defined id, the same in links and on disk."""
     return _SLUG_BAD.sub("-", str(value).lower()).strip("-") or "x"
+
+
+def incident_page(incident_id: int) -> str:
+    """Where `site build` writes an incident's page, relative to the site's root (emails link to it too)."""
+    return f"incident/{incident_id}.html"
+
+
+def category_page(category_id: str) -> str:
+    """The site's list of every incident of one category."""
+    return f"category/{slug(category_id)}.html"
+
+
+def month_page(month: str) -> str:
+    """The site's list of the incidents first reported in `month` (YYYY-MM, UTC)."""
+    return f"archive/{month}.html"
 
 
 def safe_url(url: object) -> str | None:
@@ -82,7 +101,7 @@ def safe_url(url: object) -> str | None:
     if parts.scheme.lower() not in _LINK_SCHEMES or not parts.netloc:
         return None
     # Control characters and whitespace inside a URL are how some filter bypasses start; refuse rather than fix.
-    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+    if _URL_BAD_CHARS.search(url):
         return None
     return url
 

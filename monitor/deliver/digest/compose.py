@@ -1,28 +1,47 @@
 """Composing one digest message: selection -> views -> the email and page templates -> RFC 5322 bytes.
 
 build_digest(session, digest, categories, polling=, templates_dir=, now=, position=) -> BuiltDigest
+
+A message of any size: selection keeps ids and a few columns per incident; only the `max_incidents` shown in full
+are loaded (in chunks, reports without their text) and turned into views; the rest are counted by category
+(views.count_rest). So the memory a digest needs grows with `max_incidents`, not with how many incidents it holds.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import jinja2
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from monitor.config.digests import DigestConfig
 from monitor.config.models import PollingSettings
-from monitor.deliver.digest.selection import Selected, chunks, select_incidents
-from monitor.deliver.digest.views import feed_problems, fmt, group_views, incident_view
+from monitor.deliver.digest.selection import CHUNK, Pick, chunks, message_order, select_incidents
+from monitor.deliver.digest.views import (
+    IncidentView,
+    Loaded,
+    count_rest,
+    feed_problems,
+    fmt,
+    group_views,
+    incident_view,
+)
 from monitor.deliver.email import build_message, domain_of, inline_css, new_message_id, serialise
 from monitor.deliver.render import environment
 from monitor.rules.explain import CategoryInfo
-from monitor.store.models import Feed, ItemSource
+from monitor.store.models import Feed, Incident, Item, ItemSource
+
+# A digest shows each report's title, link, source and matched terms, never its text, and nothing of an incident's
+# grouping record: leaving those in the database keeps a message's rows small. raiseload: reading one anyway fails
+# loudly instead of costing a query per row.
+_LIGHT_ITEM = [defer(getattr(Item, name), raiseload=True) for name in ("text", "html", "places", "grouping")]
+_LIGHT_INCIDENT = [defer(getattr(Incident, name), raiseload=True) for name in ("signature", "explanation")]
 
 
 def list_id(d: DigestConfig) -> str:
@@ -39,20 +58,21 @@ class BuiltDigest:
     email_html: str  # the same, CSS inlined
     message_id: str
     date: datetime
-    selected: list[Selected]
+    picks: list[Pick]  # every incident the message delivers, shown in full or counted
+    shown: int  # how many of them the message shows in full
     context: dict[str, Any]
 
     @property
     def count(self) -> int:
-        return sum(1 for s in self.selected if s.kind == "new")
+        return sum(1 for p in self.picks if p.kind == "new")
 
     @property
     def updates(self) -> int:
-        return sum(1 for s in self.selected if s.kind == "update")
+        return sum(1 for p in self.picks if p.kind == "update")
 
     @property
     def empty(self) -> bool:
-        return not self.selected
+        return not self.picks
 
     def message_bytes(self, recipients: Sequence[str] | None = None) -> bytes:
         email = self.digest.email
@@ -74,6 +94,46 @@ def templates(templates_dir: Path | None) -> jinja2.Environment:
     return environment(templates_dir)
 
 
+def load_views(
+    session: Session, picks: Sequence[Pick], d: DigestConfig, cats: dict[str, CategoryInfo]
+) -> Iterator[IncidentView]:
+    """Views of `picks`, in their order, reading their rows a chunk at a time; an incident gone since it was
+    selected (merged away) is skipped here and still counts as delivered."""
+    feed_titles = {fid: title or fid for fid, title in session.exec(select(Feed.id, Feed.title))}
+    for start in range(0, len(picks), CHUNK):
+        part = picks[start : start + CHUNK]
+        ids = [p.id for p in part]
+        incidents = {
+            i.id: i
+            for i in session.exec(select(Incident).options(*_LIGHT_INCIDENT).where(col(Incident.id).in_(ids)))
+        }
+        items: dict[int, list[Item]] = defaultdict(list)
+        for it in session.exec(
+            select(Item)
+            .options(*_LIGHT_ITEM)
+            .where(col(Item.incident_id).in_(ids))
+            .order_by(col(Item.published), col(Item.id))
+        ):
+            assert it.incident_id is not None
+            items[it.incident_id].append(it)
+        sources: dict[int, list[ItemSource]] = defaultdict(list)
+        for item_ids in chunks([it.id for its in items.values() for it in its if it.id is not None]):
+            for src in session.exec(
+                select(ItemSource).where(col(ItemSource.item_id).in_(item_ids)).order_by(col(ItemSource.id))
+            ):
+                sources[src.item_id].append(src)
+        for pick in part:
+            inc = incidents.get(pick.id)
+            if inc is not None:
+                yield incident_view(Loaded(pick, inc, items.get(pick.id, [])), d, cats, feed_titles, sources)
+
+
+def _render(env: jinja2.Environment, name: str, context: dict[str, Any]) -> str:
+    # generate() hands the template's output over piece by piece; the parts are joined once, into the one
+    # string the message part (and the outbox row) needs.
+    return "".join(env.get_template(name).generate(context))
+
+
 def build_digest(
     session: Session,
     d: DigestConfig,
@@ -84,30 +144,26 @@ def build_digest(
     now: datetime,
     position: datetime | None,
 ) -> BuiltDigest:
-    selected = select_incidents(session, d, cats, now=now, position=position)
-    item_ids = [it.id for s in selected for it in s.items if it.id is not None]
-    sources: dict[int, list[ItemSource]] = defaultdict(list)
-    for chunk in chunks(item_ids):
-        for src in session.exec(
-            select(ItemSource).where(col(ItemSource.item_id).in_(chunk)).order_by(col(ItemSource.id))
-        ):
-            sources[src.item_id].append(src)
-    feed_titles = {f.id: f.title or f.id for f in session.exec(select(Feed))}
-    views = [incident_view(s, d, cats, feed_titles, sources) for s in selected]
-    new = [v for v in views if v.kind == "new"]
-    upd = [v for v in views if v.kind == "update"]
+    picks = select_incidents(session, d, cats, now=now, position=position)
+    ordered = message_order(picks, cats)
+    shown, rest = ordered[: d.max_incidents], ordered[d.max_incidents :]
+    views = list(load_views(session, shown, d, cats))
     problems = feed_problems(session, polling, now=now)
     date = fmt(now, d, with_time=False)
+    count = sum(1 for p in picks if p.kind == "new")
     context: dict[str, Any] = {
         "name": d.name,
         "heading": d.heading,
         "date": date,
         "generated": fmt(now, d) + f" ({d.timezone})",
-        "count": len(new),
-        "updates": len(upd),
-        "total": len(views),
-        "groups": group_views(new, cats),
-        "update_groups": group_views(upd, cats),
+        "count": count,  # every new incident the message delivers, shown or counted
+        "updates": len(picks) - count,
+        "total": len(picks),
+        "shown": len(views),
+        "max_incidents": d.max_incidents,
+        "groups": group_views((v for v in views if v.kind == "new"), cats),
+        "update_groups": group_views((v for v in views if v.kind == "update"), cats),
+        "rest": count_rest(rest, d, cats),
         "feed_problems": problems,
         "site_url": d.site_url,
         "immediate": d.immediate,
@@ -119,8 +175,8 @@ def build_digest(
     )
     context["subject"] = subject
     env = templates(templates_dir)
-    text = env.get_template("email/digest.txt").render(context)
-    page_html = env.get_template("email/digest.html").render(context)
+    text = _render(env, "email/digest.txt", context)
+    page_html = _render(env, "email/digest.html", context)
     sender = d.email.sender if d.email and d.email.sender else "monitor@localhost"
     return BuiltDigest(
         digest=d,
@@ -130,6 +186,7 @@ def build_digest(
         email_html=inline_css(page_html),
         message_id=new_message_id(d.name, sender),
         date=now,
-        selected=selected,
+        picks=picks,
+        shown=len(views),
         context=context,
     )

@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, and_, case, delete, false, func, or_, true, update
+from sqlalchemy import Engine, and_, case, delete, false, func, insert, or_, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -51,6 +51,7 @@ ATTEMPT_LEASE = timedelta(minutes=15)
 # One message per digest at a time, so no thundering herd to spread: the backoff is deterministic (no jitter).
 BACKOFF_BASE = 60.0  # seconds after the first failure, doubling
 BACKOFF_CAP = 6 * 3600.0
+_ENTRY_BATCH = 500
 
 # Test seam: called after the server accepted the message and before that is recorded (a crash there is what
 # the outbox must survive). None in production.
@@ -163,17 +164,24 @@ def enqueue(
     session.add(row)
     session.flush()
     assert row.id is not None
+    # Plain INSERTs in batches: a message of thousands of incidents keeps no ORM object per entry.
+    batch: list[dict[str, Any]] = []
     for e in entries:
-        session.add(
-            DigestEntry(
-                outbox_id=row.id,
-                digest=digest,
-                incident_id=e.incident_id,
-                version=e.version,
-                kind=e.kind,
-                item_count=e.item_count,
-            )
+        batch.append(
+            {
+                "outbox_id": row.id,
+                "digest": digest,
+                "incident_id": e.incident_id,
+                "version": e.version,
+                "kind": e.kind,
+                "item_count": e.item_count,
+            }
         )
+        if len(batch) >= _ENTRY_BATCH:
+            session.execute(insert(DigestEntry), batch)
+            batch = []
+    if batch:
+        session.execute(insert(DigestEntry), batch)
     return row.id
 
 

@@ -98,12 +98,7 @@ def deliver_digest(
                 s.add(state)
                 return DigestRun(digest=name, status="empty", recipients=recipients, previous=previous)
             s.add(state)
-            entries = []
-            for sel in built.selected:
-                assert sel.incident.id is not None
-                entries.append(
-                    Entry(sel.incident.id, sel.incident.updated_at, sel.kind, sel.incident.item_count)
-                )
+            entries = (Entry(p.id, p.version, p.kind, p.item_count) for p in built.picks)
             outbox_id = enqueue(
                 s,
                 digest=name,

@@ -1,8 +1,10 @@
-"""Which incidents a digest takes: new or updated since the subscription's position, passing its filters, and not
-already delivered at their current version.
+"""Which incidents a digest takes, and in which order a message shows them.
 
-    select_incidents(session, digest, categories, now=, position=) -> [Selected]
-    passing_categories(incident_categories, digest, categories) -> [id]   most severe first
+select_incidents(session, digest, categories, now=, position=) -> [Pick]   new or updated since the position,
+    passing the filters, not yet delivered at their current version (only ids and a few columns: a
+    selection of thousands stays small)
+message_order(picks, categories) -> [Pick]   most severe first, then most reported, then most recent
+passing_categories(incident_categories, digest, categories) -> [id]   most severe first
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy.orm import defer
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from monitor.config.digests import DigestConfig
@@ -32,14 +34,24 @@ def chunks(ids: Sequence[int]) -> Iterable[Sequence[int]]:
         yield ids[i : i + CHUNK]
 
 
-@dataclass
-class Selected:
-    incident: Incident
-    kind: str
-    prev_version: datetime | None
-    prev_items: int
-    categories: list[str]  # the incident's categories that pass the filter, most severe first
-    items: list[Item]
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """One incident version a digest takes: what ordering, counting and the delivery record need, no text."""
+
+    id: int
+    version: datetime  # the incident's updated_at
+    kind: str  # new | update
+    prev_version: datetime | None  # the version delivered before (updates)
+    prev_items: int  # its number of reports then
+    item_count: int
+    first_seen: datetime
+    last_seen: datetime
+    categories: tuple[str, ...]  # the incident's categories that pass the filter, most severe first
+    severity: str  # of the first of them
+
+    @property
+    def category(self) -> str:
+        return self.categories[0]
 
 
 def passing_categories(
@@ -58,7 +70,23 @@ def passing_categories(
             continue
         out.append(cid)
     return sorted(
-        set(out), key=lambda c: (rank(cats[c].severity if c in cats else "medium"), order.get(c, 99), c)
+        set(out), key=lambda c: (rank(cats[c].severity if c in cats else DEFAULT_LEVEL), order.get(c, 99), c)
+    )
+
+
+def message_order(picks: Iterable[Pick], cats: dict[str, CategoryInfo]) -> list[Pick]:
+    """The order in which a message takes incidents in full: most severe first, then the most reported (a story
+    many outlets carry matters more than a single mention), then the most recent, then by id so reruns agree."""
+    order = {cid: i for i, cid in enumerate(cats)}
+    return sorted(
+        picks,
+        key=lambda p: (
+            rank(p.severity),
+            -p.item_count,
+            -p.last_seen.timestamp(),
+            order.get(p.category, 99),
+            p.id,
+        ),
     )
 
 
@@ -69,27 +97,34 @@ def select_incidents(
     *,
     now: datetime,
     position: datetime | None,
-) -> list[Selected]:
-    """Incidents new or updated since `position` that pass the filters and are not yet delivered at this version."""
+) -> list[Pick]:
+    """Incidents new or updated since `position` that pass the filters and are not yet delivered at this
+    version, in the order they changed."""
     lower = position - POSITION_SLACK if position else now - timedelta(seconds=d.first_lookback)
-    rows = list(
-        session.exec(
-            select(Incident)
-            .where(col(Incident.updated_at) > lower, col(Incident.updated_at) <= now)
-            .order_by(col(Incident.updated_at), col(Incident.id))
-        )
-    )
     countries = set(d.filters.countries)
-    candidates: list[tuple[Incident, list[str]]] = []
-    for inc in rows:
-        if countries and not countries.intersection(inc.countries or []):
+    candidates: list[tuple[int, datetime, int, datetime, datetime, list[str]]] = []
+    rows = session.execute(
+        sa_select(
+            col(Incident.id),
+            col(Incident.updated_at),
+            col(Incident.item_count),
+            col(Incident.first_seen),
+            col(Incident.last_seen),
+            col(Incident.categories),
+            col(Incident.countries),
+        )
+        .where(col(Incident.updated_at) > lower, col(Incident.updated_at) <= now)
+        .order_by(col(Incident.updated_at), col(Incident.id))
+    )
+    for iid, updated, n_items, first, last, categories, inc_countries in rows:
+        if iid is None or (countries and not countries.intersection(inc_countries or [])):
             continue
-        passing = passing_categories(inc.categories or [], d, cats)
+        passing = passing_categories(categories or [], d, cats)
         if passing:
-            candidates.append((inc, passing))
+            candidates.append((iid, updated, n_items, first, last, passing))
     if not candidates:
         return []
-    ids = [inc.id for inc, _ in candidates if inc.id is not None]
+    ids = [c[0] for c in candidates]
 
     delivered: dict[int, tuple[datetime, int]] = {}
     for chunk in chunks(ids):
@@ -106,56 +141,56 @@ def select_incidents(
             if iid not in delivered or version > delivered[iid][0]:
                 delivered[iid] = (version, n)
 
-    items: dict[int, list[Item]] = defaultdict(list)
-    # A digest shows each report's title, link, source and matched terms, never its text: leaving the texts and
-    # HTML in the database takes a quarter off the peak memory of a large digest. raiseload: reading one anyway
-    # fails loudly instead of costing a query per report.
-    light = [defer(getattr(Item, name), raiseload=True) for name in ("text", "html", "places", "grouping")]
-    for chunk in chunks(ids):
-        for it in session.exec(
-            select(Item)
-            .options(*light)
-            .where(col(Item.incident_id).in_(chunk))
-            .order_by(col(Item.published), col(Item.id))
-        ):
-            assert it.incident_id is not None
-            items[it.incident_id].append(it)
-
     tags = set(d.filters.feed_tags)
-    feeds_of: dict[int, set[str]] = {}
+    from_tagged: set[int] | None = None
     if tags:
-        feeds_of = _feeds_of_items(
-            session, [it.id for its in items.values() for it in its if it.id is not None]
-        )
         tagged = {f.id for f in session.exec(select(Feed)) if tags.intersection(f.tags or [])}
+        from_tagged = _incidents_from_feeds(session, ids, tagged)
 
-    out: list[Selected] = []
-    for inc, passing in candidates:
-        assert inc.id is not None
-        prev = delivered.get(inc.id)
-        if prev is not None and prev[0] >= inc.updated_at:
+    out: list[Pick] = []
+    for iid, updated, n_items, first, last, passing in candidates:
+        prev = delivered.get(iid)
+        if prev is not None and prev[0] >= updated:
             continue  # this version was delivered already
-        its = items.get(inc.id, [])
-        if tags:
-            feeds = {f for it in its if it.id is not None for f in feeds_of.get(it.id, {it.feed_id})}
-            if not feeds & tagged:
-                continue
+        if from_tagged is not None and iid not in from_tagged:
+            continue
+        primary = passing[0]
         out.append(
-            Selected(
-                incident=inc,
+            Pick(
+                id=iid,
+                version=updated,
                 kind="update" if prev else "new",
                 prev_version=prev[0] if prev else None,
                 prev_items=prev[1] if prev else 0,
-                categories=passing,
-                items=its,
+                item_count=n_items,
+                first_seen=first,
+                last_seen=last,
+                categories=tuple(passing),
+                severity=cats[primary].severity if primary in cats else DEFAULT_LEVEL,
             )
         )
     return out
 
 
-def _feeds_of_items(session: Session, item_ids: Sequence[int]) -> dict[int, set[str]]:
-    out: dict[int, set[str]] = defaultdict(set)
-    for chunk in chunks(list(item_ids)):
-        for src in session.exec(select(ItemSource).where(col(ItemSource.item_id).in_(chunk))):
-            out[src.item_id].add(src.feed_id)
+def _incidents_from_feeds(session: Session, incident_ids: Sequence[int], feeds: set[str]) -> set[int]:
+    """The incidents with a report from one of `feeds`: a report's feeds are those of its sources (an item seen in
+    several feeds has one source each), or its own feed when it has no source rows."""
+    out: set[int] = set()
+    for chunk in chunks(incident_ids):
+        item_feed: dict[int, tuple[int, str]] = {}
+        for item_id, incident_id, feed_id in session.exec(
+            select(Item.id, Item.incident_id, Item.feed_id).where(col(Item.incident_id).in_(chunk))
+        ):
+            if item_id is not None and incident_id is not None:
+                item_feed[item_id] = (incident_id, feed_id)
+        source_feeds: dict[int, set[str]] = defaultdict(set)
+        item_ids = list(item_feed)
+        for part in chunks(item_ids):
+            for item_id, feed_id in session.exec(
+                select(ItemSource.item_id, ItemSource.feed_id).where(col(ItemSource.item_id).in_(part))
+            ):
+                source_feeds[item_id].add(feed_id)
+        for item_id, (incident_id, own) in item_feed.items():
+            if (source_feeds.get(item_id) or {own}) & feeds:
+                out.add(incident_id)
     return out
