@@ -6,7 +6,8 @@
     DIR/archive.html, archive/YYYY-MM.html   every incident by the month it was first reported
     DIR/digests.html              past digests: pages in DIR/digests/ (delivered ones copied from the outbox)
     DIR/feed.atom                 Atom 1.0 of the most recently changed incidents
-    DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only)
+    DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only, incident by incident in id order,
+                                  then those in no incident)
     DIR/site.css, DIR/site.js, DIR/favicon.svg   our own style, script and icon; the CSP of every page allows nothing else
 
 Incidents are read and their pages written in batches, so memory grows with the number of incidents only by a
@@ -29,7 +30,8 @@ from typing import IO, Any
 from urllib.parse import quote
 
 import jinja2
-from sqlalchemy import Engine
+from sqlalchemy import Engine, or_
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from monitor.deliver import render
@@ -38,13 +40,18 @@ from monitor.deliver.exports import IncidentCsv, IncidentJson, ItemCsv, JsonArra
 from monitor.deliver.render import slug
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
-from monitor.store.queries import item_json, iter_items
+from monitor.store.queries import item_json
 
 __all__ = ["SiteReport", "build_site", "highlight"]
 
 _LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 SOURCES_IN_SUMMARY = 3  # sources named in the Atom entry of an incident; its page has them all
 EXCERPT_CHARS = 400
+_STREAM_PIECES = 256
+# Columns nothing on the site shows (an incident's grouping signature: its members' names, stems and places, the
+# largest thing it stores; a report's places), deferred: read only if a user's template asks for them.
+_NOT_SHOWN_INCIDENT = [defer(getattr(Incident, name)) for name in ("signature",)]
+_NOT_SHOWN_ITEM = [defer(getattr(Item, name)) for name in ("places",)]
 
 
 def highlight(snippet: str, needles: Iterable[str]) -> list[tuple[str, bool]]:
@@ -109,9 +116,12 @@ class _Builder:
 
     def page(self, rel: str, template: str, **ctx: Any) -> None:
         depth = rel.count("/")
+        stream = self.env.get_template(template).stream(**self.common, root="../" * depth, **ctx)
+        # Streamed, so a category page with thousands of rows is never one string in memory; buffered, so the
+        # file gets one write per _STREAM_PIECES pieces of template output instead of one per piece.
+        stream.enable_buffering(_STREAM_PIECES)
         with _atomic(self.out / rel) as fh:
-            # generate() streams: a category page with thousands of rows is never one string in memory
-            fh.writelines(self.env.get_template(template).generate(**self.common, root="../" * depth, **ctx))
+            fh.writelines(stream)
         self.report.pages += 1
 
     def static(self, name: str) -> None:
@@ -123,9 +133,46 @@ class _Builder:
             fh.write(source)
 
 
-def _matches_view(matches: Any, titles: Mapping[str, str]) -> list[dict[str, Any]]:
+# What an incident page shows of each report. Objects with slots, not dicts: a template reads `it.title` as an
+# attribute first, and a dict answers that only after a failed attribute lookup, thousands of times per build.
+@dataclass(slots=True)
+class FeedLink:
+    title: str
+    url: str | None
+
+
+@dataclass(slots=True)
+class HitView:
+    term: str
+    field: str
+    parts: list[tuple[str, bool]]  # the snippet cut around the hit (highlight)
+
+
+@dataclass(slots=True)
+class MatchView:
+    category: str
+    rule: str
+    hits: list[HitView]
+
+
+@dataclass(slots=True)
+class ItemView:
+    id: int
+    title: str
+    url: str | None
+    published: datetime
+    published_estimated: bool
+    lang: str | None
+    feeds: list[FeedLink]
+    excerpt: str
+    html: str
+    matches: list[MatchView]
+    grouping: str | None
+
+
+def _matches_view(matches: Any, titles: Mapping[str, str]) -> list[MatchView]:
     """The rule engine's `matches` record, reshaped for the template (defensive: it is JSON from the database)."""
-    out: list[dict[str, Any]] = []
+    out: list[MatchView] = []
     if not isinstance(matches, dict):
         return out
     for cat in sorted(matches, key=str):
@@ -139,15 +186,13 @@ def _matches_view(matches: Any, titles: Mapping[str, str]) -> list[dict[str, Any
             snippet = str(h.get("snippet") or "")
             term = str(h.get("term") or "")
             hits.append(
-                {
-                    "term": term,
-                    "field": str(h.get("field") or ""),
-                    "parts": highlight(snippet, [str(h.get("form") or ""), term.rstrip("*")])
-                    if snippet
-                    else [],
-                }
+                HitView(
+                    term=term,
+                    field=str(h.get("field") or ""),
+                    parts=highlight(snippet, [str(h.get("form") or ""), term.rstrip("*")]) if snippet else [],
+                )
             )
-        out.append({"category": str(cat), "rule": str(m.get("rule") or ""), "hits": hits[:10]})
+        out.append(MatchView(category=str(cat), rule=str(m.get("rule") or ""), hits=hits[:10]))
     return out
 
 
@@ -237,31 +282,40 @@ def build_site(
         b.static("site.css")
         b.static("site.js")
         b.static("favicon.svg")
+        # One pass over incidents and their reports feeds the incident pages and all four exports: reading the
+        # reports (with their texts) is most of the cost of a build, so they are read once.
         with (
             _atomic(out / "incidents.json") as jfh,
             _atomic(out / "incidents.csv") as cfh,
+            _atomic(out / "items.json") as items_jfh,
+            _atomic(out / "items.csv") as items_cfh,
             IncidentJson(jfh) as ijson,
+            JsonArray(items_jfh) as items_json,
         ):
             icsv = IncidentCsv(cfh)
-            for incs in _incident_batches(s, batch):
-                for inc, items_view, item_ids, sources in _load_batch(s, incs, feeds, titles):
-                    b.page(f"incident/{inc.id}.html", "site/incident.html", inc=inc, items=items_view)
-                    ijson.add_incident(inc, item_ids)
-                    icsv.add(inc, item_ids)
-                    summaries.append(_summary(inc, sources))
-                s.expunge_all()  # done with this batch: let its rows go
-        report.incidents = len(summaries)
+            items_csv = ItemCsv(items_cfh)
 
-        _publish_digests(s, out)
-        # one pass over the items feeds both files: reading them is most of the cost
-        with _atomic(out / "items.json") as jfh, _atomic(out / "items.csv") as cfh:
-            items_csv = ItemCsv(cfh)
-            with JsonArray(jfh) as items_json:
-                for item, feeds_of_item in iter_items(s, matched_only=True):
+            def export(rows: Iterable[tuple[Item, list[str]]]) -> None:
+                for item, feeds_of_item in rows:
                     record = item_json(item, feeds_of_item)
                     items_json.add(record)
                     items_csv.add_record(record)
+
+            for incs in _incident_batches(s, batch):
+                for inc, items_view, item_ids, sources, exported in _load_batch(s, incs, feeds, titles):
+                    assert inc.id is not None
+                    b.page(render.incident_page(inc.id), "site/incident.html", inc=inc, items=items_view)
+                    ijson.add_incident(inc, item_ids)
+                    icsv.add(inc, item_ids)
+                    summaries.append(_summary(inc, sources))
+                    export(exported)
+                s.expunge_all()  # done with this batch: let its rows go
+            for loose in _items_outside_incidents(s, batch * 5):
+                export(loose)
+                s.expunge_all()
             report.items = items_json.n
+        report.incidents = len(summaries)
+        _publish_digests(s, out)
 
     summaries.sort(key=lambda e: (e.last_seen, e.id), reverse=True)
     _write_lists(b, summaries, titles, recent_days, index_limit)
@@ -290,6 +344,7 @@ def _incident_batches(s: Session, batch: int) -> Iterator[list[Incident]]:
     while True:
         q = (
             select(Incident)
+            .options(*_NOT_SHOWN_INCIDENT)
             .where(col(Incident.id) > last, col(Incident.item_count) > 0)
             .order_by(col(Incident.id))
             .limit(batch)
@@ -301,13 +356,52 @@ def _incident_batches(s: Session, batch: int) -> Iterator[list[Incident]]:
         yield incs
 
 
+def _exported(item: Item) -> bool:
+    """Whether a report goes into items.json/csv: classified and not pruned."""
+    return bool(item.categories) and not item.pruned
+
+
+def _items_outside_incidents(s: Session, batch: int) -> Iterator[list[tuple[Item, list[str]]]]:
+    """Classified reports no listed incident holds (not grouped yet, or their incident is empty), in batches, with
+    the feeds that carried each."""
+    listed = select(Incident.id).where(col(Incident.item_count) > 0)
+    last = 0
+    while True:
+        rows = list(
+            s.exec(
+                select(Item)
+                .where(
+                    col(Item.id) > last,
+                    col(Item.pruned).is_(False),
+                    or_(col(Item.incident_id).is_(None), col(Item.incident_id).not_in(listed)),
+                )
+                .order_by(col(Item.id))
+                .limit(batch)
+            )
+        )
+        if not rows:
+            return
+        last = rows[-1].id or last
+        feeds: dict[int, list[str]] = defaultdict(list)
+        for src in s.exec(
+            select(ItemSource)
+            .where(col(ItemSource.item_id).in_([r.id for r in rows]))
+            .order_by(col(ItemSource.id))
+        ):
+            feeds[src.item_id].append(src.feed_id)
+        yield [(r, feeds.get(r.id, [r.feed_id])) for r in rows if r.id is not None and _exported(r)]
+
+
 def _load_batch(
     s: Session, incs: list[Incident], feeds: Mapping[str, Feed], titles: Mapping[str, str]
-) -> Iterator[tuple[Incident, list[dict[str, Any]], list[int], list[SourceLink]]]:
+) -> Iterator[tuple[Incident, list[ItemView], list[int], list[SourceLink], list[tuple[Item, list[str]]]]]:
     ids = [i.id for i in incs]
     items: dict[int, list[Item]] = defaultdict(list)
     for it in s.exec(
-        select(Item).where(col(Item.incident_id).in_(ids)).order_by(col(Item.published), col(Item.id))
+        select(Item)
+        .options(*_NOT_SHOWN_ITEM)
+        .where(col(Item.incident_id).in_(ids))
+        .order_by(col(Item.published), col(Item.id))
     ):
         assert it.incident_id is not None
         items[it.incident_id].append(it)
@@ -325,34 +419,38 @@ def _load_batch(
 
     for inc in incs:
         assert inc.id is not None
-        view: list[dict[str, Any]] = []
+        view: list[ItemView] = []
         links: list[SourceLink] = []
+        exported: list[tuple[Item, list[str]]] = []
         for it in items.get(inc.id, []):
             assert it.id is not None
             url = render.safe_url(it.url)
             srcs = sources.get(it.id, [])
+            if _exported(it):
+                exported.append((it, [src.feed_id for src in srcs] or [it.feed_id]))
             feed_links = [
-                {"title": feed_title(src.feed_id), "url": render.safe_url(src.url) or None} for src in srcs
-            ] or [{"title": feed_title(it.feed_id), "url": url}]
+                FeedLink(feed_title(src.feed_id), url if src.url == it.url else render.safe_url(src.url))
+                for src in srcs
+            ] or [FeedLink(feed_title(it.feed_id), url)]
             lang = it.language if it.language and _LANG.match(it.language) else None
             entry = it.grouping
             view.append(
-                {
-                    "id": it.id,
-                    "title": it.title,
-                    "url": url,
-                    "published": it.published,
-                    "published_estimated": it.published_estimated,
-                    "lang": lang,
-                    "feeds": feed_links,
-                    "excerpt": render.truncate_text(it.text, EXCERPT_CHARS),
-                    "html": it.html,
-                    "matches": _matches_view(it.matches, titles),
-                    "grouping": entry.get("text") if isinstance(entry, dict) else None,
-                }
+                ItemView(
+                    id=it.id,
+                    title=it.title,
+                    url=url,
+                    published=it.published,
+                    published_estimated=it.published_estimated,
+                    lang=lang,
+                    feeds=feed_links,
+                    excerpt=render.truncate_text(it.text, EXCERPT_CHARS),
+                    html=it.html,
+                    matches=_matches_view(it.matches, titles),
+                    grouping=entry.get("text") if isinstance(entry, dict) else None,
+                )
             )
             links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
-        yield inc, view, [v["id"] for v in view], links
+        yield inc, view, [v.id for v in view], links, exported
 
 
 def _count(rows: Iterable[IncidentEntry], key: str) -> Counter[str]:
@@ -395,7 +493,7 @@ def _write_lists(
     for c in categories:
         rows = [e for e in summaries if c["id"] in e.categories]
         b.page(
-            f"category/{slug(c['id'])}.html",
+            render.category_page(c["id"]),
             "site/list.html",
             heading=c["title"],
             description=None,
@@ -413,7 +511,7 @@ def _write_lists(
     for m, rows in months.items():
         title = datetime.strptime(m, "%Y-%m").strftime("%B %Y")
         b.page(
-            f"archive/{m}.html",
+            render.month_page(m),
             "site/list.html",
             heading=title,
             description="Incidents first reported this month.",
