@@ -55,6 +55,7 @@ from monitor.store.engine import session_scope
 from monitor.store.feeds import due, sync_feeds
 from monitor.store.models import Feed, Item
 from monitor.store.types import utcnow
+from monitor.web.app import workspace_source
 
 log = logging.getLogger("monitor.service")
 
@@ -171,6 +172,7 @@ class Service:
                 site_dir=lambda: self.opts.site_dir,
                 host=self.opts.host,
                 port=self.opts.port,
+                workspace=workspace_source(self),
             )
             await self.http.start()
         self._add_jobs()
