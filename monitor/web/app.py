@@ -30,8 +30,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from monitor.config.load import packaged_dir
 
 if TYPE_CHECKING:
+    from monitor.config.load import Config
     from monitor.service.metrics import ServiceMetrics
-    from monitor.service.runtime import Runtime
 
 log = logging.getLogger("monitor.web")
 
@@ -47,10 +47,10 @@ OPEN_PREFIXES = (PREFIX + "/static/",)
 
 @dataclass
 class WorkspaceSource:
-    """What the workspace reads: callables, because the service swaps its runtime on reload."""
+    """What the workspace reads: callables, because the service swaps its config (and tests its engine)."""
 
     engine: Callable[[], Engine]
-    runtime: Callable[[], Runtime]
+    config: Callable[[], Config]
     metrics: ServiceMetrics | None = None
     secret_key: str | None = None  # None: MONITOR_SECRET_KEY, else an ephemeral key (with a warning)
     login_delay: float = 1.0  # seconds added to every failed login
@@ -62,7 +62,7 @@ class WorkspaceSource:
 def workspace_source(service: Any) -> WorkspaceSource:
     """The workspace of a running `monitor.service.scheduler.Service`."""
     return WorkspaceSource(
-        engine=lambda: service.engine, runtime=lambda: service.runtime, metrics=service.metrics
+        engine=lambda: service.engine, config=lambda: service.config, metrics=service.metrics
     )
 
 

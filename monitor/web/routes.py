@@ -70,10 +70,7 @@ def _environment(templates: Path | None) -> jinja2.Environment:
 
 
 def category_titles(src: WorkspaceSource) -> dict[str, str]:
-    clf = src.runtime().classifier
-    if clf is not None:
-        return {cid: info.title for cid, info in clf.categories.items()}
-    return dict(CATEGORY_TITLES)
+    return src.config().category_titles or dict(CATEGORY_TITLES)
 
 
 def wants_json(request: Request) -> bool:
@@ -84,7 +81,7 @@ async def render(
     src: WorkspaceSource, request: Request, template: str, status: int = 200, **context: Any
 ) -> Response:
     user = await current_user(src, request)
-    env = _environment(src.runtime().config.templates_dir)
+    env = _environment(src.config().templates_dir)
     titles = category_titles(src)
     html = env.get_template(f"web/{template}").render(
         base=PREFIX,
@@ -317,7 +314,7 @@ async def verdict_json(
             return views.Row(ctx["item"], ctx["url"], ctx["chips"], ctx["top"])
 
     row = await in_thread(load)
-    env = _environment(src.runtime().config.templates_dir)
+    env = _environment(src.config().templates_dir)
     titles = category_titles(src)
     chips_html = env.get_template("web/_chips.html").render(
         row=row, category_title=lambda cid: titles.get(cid, cid)
@@ -363,11 +360,10 @@ def _triage() -> Any:
 
 def _grouping_options(src: WorkspaceSource) -> dict[str, Any]:
     """What grouping is configured with (category severities, country-level words), as triage takes them."""
-    clf = src.runtime().classifier
-    if clf is None:
-        return {}
-    options: dict[str, Any] = {"severity": {cid: info.severity for cid, info in clf.categories.items()}}
-    words = clf.gazetteer.country_level_words() if getattr(clf, "gazetteer", None) is not None else None
+    cfg = src.config()
+    options: dict[str, Any] = {"severity": {cid: info.severity for cid, info in cfg.categories.items()}}
+    gazetteer = getattr(cfg.rules, "gazetteer", None)
+    words = gazetteer.country_level_words() if gazetteer is not None else None
     if words is not None:
         from monitor.incidents import CountryLevel
 
@@ -418,7 +414,9 @@ async def post_merge(src: WorkspaceSource, request: Request) -> Response:
     log.info(
         "%s merged incident %d into %d", user, other, incident_id, extra={"event": "merge", "user": user}
     )
-    request.session["flash"] = f"Merged incident {other} into this one ({len(moved)} reports moved)."
+    request.session["flash"] = (
+        f"Merged incident {other} into this one ({len(moved)} report{'' if len(moved) == 1 else 's'} moved)."
+    )
     return RedirectResponse(f"{PREFIX}/incidents/{incident_id}", status_code=303)
 
 

@@ -455,9 +455,18 @@ def incident_context(session: Session, incident_id: int) -> dict[str, Any] | Non
         "grouping": {i.id: (i.grouping or {}) for i in items},
         "candidates": near[:MERGE_CANDIDATES],
         "merged_into": merged_into if isinstance(merged_into, int) else None,
-        "triage": [t for t in explanation_data.get("triage", []) if isinstance(t, dict)],
+        "triage": [_with_time(t) for t in explanation_data.get("triage", []) if isinstance(t, dict)],
         "rule": explanation_data.get("rule"),
     }
+
+
+def _with_time(entry: dict[str, Any]) -> dict[str, Any]:
+    """A triage record with its ISO `at` as a datetime (None when it is not one), for display."""
+    try:
+        at = datetime.fromisoformat(str(entry.get("at")))
+    except ValueError:
+        at = None
+    return {**entry, "at": at}
 
 
 def audit_entries(session: Session, limit: int = 200) -> list[AuditEntry]:

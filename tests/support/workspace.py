@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 from sqlalchemy import Engine
 
+from monitor.config.load import load_config
 from monitor.service.http import HttpServer, json_response
 from monitor.service.metrics import ServiceMetrics
-from monitor.service.runtime import load_runtime
 from monitor.web.app import WorkspaceSource
 from monitor.web.auth import create_user
 
@@ -46,11 +46,11 @@ class WorkspaceServer:
         read_login: bool | None = None,
     ) -> None:
         self.engine = engine
-        self.runtime = load_runtime(config_dir)
+        self.config = load_config(config_dir)
         self.metrics = ServiceMetrics()
         self.source = WorkspaceSource(
             engine=lambda: self.engine,
-            runtime=lambda: self.runtime,
+            config=lambda: self.config,
             metrics=self.metrics,
             secret_key="test-key-" + "x" * 40,
             login_delay=0.05,
