@@ -9,6 +9,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,12 +71,18 @@ def test_systemd_unit_commands_exist_in_the_cli() -> None:
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
-    # Same unit, with the program pointing at this checkout's venv and a stand-in environment file.
+    # Same unit, with the program a stand-in that runs this interpreter's `python -m monitor` (verify wants an
+    # executable file; `monitor` need not be on PATH) and a stand-in environment file.
     text = (DEPLOY / "monitor.service").read_text(encoding="utf-8")
-    exe = shutil.which("monitor") or str(ROOT / ".venv" / "bin" / "monitor")
+    exe = tmp_path / "bin" / "monitor"
+    exe.parent.mkdir()
+    exe.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m monitor "$@"\n', encoding="utf-8")
+    exe.chmod(0o755)
     env = tmp_path / "monitor.env"
     env.write_text("MONITOR_DB=sqlite:////var/lib/monitor/monitor.db\n", encoding="utf-8")
-    text = text.replace("/opt/monitor/venv/bin/monitor", exe).replace("/etc/monitor/monitor.env", str(env))
+    text = text.replace("/opt/monitor/venv/bin/monitor", str(exe)).replace(
+        "/etc/monitor/monitor.env", str(env)
+    )
     path = tmp_path / "monitor.service"
     path.write_text(text, encoding="utf-8")
     proc = subprocess.run(

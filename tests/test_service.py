@@ -20,11 +20,11 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, func, select
 
 from monitor.config.load import load_config
+from monitor.service.config_watch import ConfigWatcher
 from monitor.service.http import resolve_static
-from monitor.service.locks import InstanceLock, InstanceLocked, exclusive
 from monitor.service.retention import prune_unmatched
-from monitor.service.runtime import ConfigWatcher
 from monitor.service.scheduler import Service, ServiceOptions, cron_trigger, previous_fire
+from monitor.service.worker_locks import InstanceLock, InstanceLocked, exclusive
 from monitor.store import make_engine
 from monitor.store.models import Feed, Item, ItemSource
 from tests.support.builders import It, dated, rss

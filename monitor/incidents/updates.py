@@ -23,7 +23,7 @@ from monitor.incidents.cache import GroupingCache, chunks, rev_of
 from monitor.incidents.explanation import EXPLANATION
 from monitor.incidents.fingerprint import Fingerprint, utc
 from monitor.severity import default_severity, most_severe
-from monitor.store.locks import transaction_lock
+from monitor.store.advisory_locks import transaction_lock
 from monitor.store.models import Incident, Item
 
 MAX_MEMBERS = 20  # fingerprints kept per incident: the latest reports are what a new one is compared with

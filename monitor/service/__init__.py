@@ -5,9 +5,9 @@ Service(engine, config, options)                                      the schedu
 prune_unmatched(engine, days=N)                                       retention, callable on its own
 """
 
+from monitor.service.config_watch import ConfigWatcher
 from monitor.service.retention import RetentionReport, prune_unmatched
 from monitor.service.run import open_database, run_service
-from monitor.service.runtime import ConfigWatcher
 from monitor.service.scheduler import Service, ServiceOptions
 
 __all__ = [

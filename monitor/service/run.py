@@ -16,8 +16,8 @@ from sqlalchemy.engine import make_url
 
 from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError
-from monitor.service.locks import InstanceLock, sqlite_path
 from monitor.service.scheduler import Service, ServiceOptions
+from monitor.service.worker_locks import InstanceLock, sqlite_path
 from monitor.store import ensure_schema, make_engine
 
 log = logging.getLogger("monitor.service")

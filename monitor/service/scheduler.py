@@ -11,18 +11,17 @@ Jobs (APScheduler 3, AsyncIOScheduler, in-memory job store):
     site         rebuild the static site when new items arrived
     config-watch reload the configuration when a file under the config folder changed (SIGHUP does too)
 
-The work itself is the plain functions the CLI calls (Poller, deliver_digest, build_site...). Several workers
-may share one PostgreSQL: feeds are leased per batch, and once-only work runs under advisory locks
-(monitor.service.locks).
+This module is the glue: lifecycle, the job table, reload and /healthz. The poll job's lanes are in
+monitor.service.lanes, the other jobs' work in monitor.service.jobs (plain functions over the stages the CLI
+calls too), the signals in monitor.service.signals. Several workers may share one PostgreSQL: feeds are leased
+per batch, and once-only work runs under advisory locks (monitor.service.worker_locks).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -30,32 +29,32 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
-from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Engine, func, text, update
+from sqlalchemy import Engine, text, update
 from sqlmodel import col, select
 
 from monitor import __version__
 from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError
-from monitor.ingest import policy
-from monitor.ingest.poll import FeedResult, Poller, PollReport, warm_parse_pool
-from monitor.service import stages
+from monitor.ingest.poll import warm_parse_pool
+from monitor.service import jobs, signals
+from monitor.service.config_watch import ConfigWatcher
 from monitor.service.http import HttpServer, Response, json_response
-from monitor.service.locks import exclusive
+from monitor.service.jobs import Worker, cron_trigger, previous_fire
+from monitor.service.lanes import LastPoll, PollLanes
 from monitor.service.logs import feed_ctx
 from monitor.service.metrics import ServiceMetrics
-from monitor.service.retention import prune_unmatched
-from monitor.service.runtime import ConfigWatcher
+from monitor.service.worker_locks import exclusive
 from monitor.store.engine import session_scope
-from monitor.store.feeds import due, sync_feeds
-from monitor.store.models import Feed, Item
+from monitor.store.feeds import sync_feeds
+from monitor.store.models import Feed
 from monitor.store.types import utcnow
 from monitor.web.app import workspace_source
+
+__all__ = ["LastPoll", "Service", "ServiceOptions", "cron_trigger", "previous_fire"]
 
 log = logging.getLogger("monitor.service")
 
@@ -80,50 +79,6 @@ class ServiceOptions:
     worker: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
 
 
-@dataclass
-class LastPoll:
-    started: datetime
-    finished: datetime
-    feeds: int = 0
-    ok: int = 0
-    errors: int = 0
-    new_items: int = 0
-    batches: int = 0
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "started": self.started.isoformat(),
-            "finished": self.finished.isoformat(),
-            "feeds": self.feeds,
-            "ok": self.ok,
-            "errors": self.errors,
-            "new_items": self.new_items,
-            "seconds": round(self.seconds, 3),
-        }
-
-
-def cron_trigger(schedule: str, timezone: str = "UTC") -> CronTrigger:
-    """A 5-field cron schedule in an IANA time zone (digests.yaml has validated both)."""
-    return CronTrigger.from_crontab(schedule, timezone=ZoneInfo(timezone))
-
-
-def previous_fire(trigger: CronTrigger, now: datetime) -> datetime | None:
-    """The latest fire time at or before `now` (the slot a run at `now` serves), or None within a year."""
-    lookback = timedelta(minutes=2)
-    while lookback <= timedelta(days=400):
-        t = trigger.get_next_fire_time(None, now - lookback)
-        if t is not None and t <= now:
-            # Widening the window geometrically keeps this walk short for both minutely and yearly schedules.
-            while True:
-                nxt = trigger.get_next_fire_time(t, t + timedelta(seconds=1))
-                if nxt is None or nxt > now:
-                    return t
-                t = nxt
-        lookback *= 2
-    return None
-
-
 class Service:
     def __init__(self, engine: Engine, config: Config, options: ServiceOptions | None = None) -> None:
         self.engine = engine
@@ -133,8 +88,10 @@ class Service:
         self.scheduler = AsyncIOScheduler(timezone="UTC")
         self.http: HttpServer | None = None
         self.started = utcnow()
-        self.last_poll: LastPoll | None = None
-        self._lanes_active = 0  # poll lanes at work, over all running ticks
+        self.lanes = PollLanes(
+            engine, self.opts, self.metrics, config=lambda: self.config, stopping=lambda: self.stopping
+        )
+        self.worker = Worker(engine, self.metrics, self.opts.worker)
         self.last_reload_error: str | None = None
         self.stopping = False
         self.abandoned = False  # the shutdown deadline passed with work still running
@@ -151,16 +108,10 @@ class Service:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT (or `request_stop`); 0 after a clean stop, 1 if the deadline cut work."""
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, self.request_stop, sig.name)
-        loop.add_signal_handler(signal.SIGHUP, self._spawn_reload, "SIGHUP")
-        try:
+        with signals.handled(loop, stop=self.request_stop, reload=self._spawn_reload):
             await self.start()
             await self._stop.wait()
             return await self.shutdown()
-        finally:
-            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-                loop.remove_signal_handler(sig)
 
     async def start(self) -> None:
         await asyncio.to_thread(self._sync_feeds)
@@ -192,10 +143,7 @@ class Service:
 
     def request_stop(self, reason: str = "request") -> None:
         if self.stopping:
-            if reason == "SIGINT":  # a second Ctrl-C: the user does not want to wait
-                log.error("second %s: exiting now", reason)
-                logging.shutdown()
-                os._exit(130)
+            signals.exit_now_on_second_interrupt(reason)
             return
         self.stopping = True
         busy = sorted(set(self._inflight.values()))
@@ -329,147 +277,19 @@ class Service:
 
     # poll ---------------------------------------------------------------------------------------------------
 
+    @property
+    def last_poll(self) -> LastPoll | None:
+        return self.lanes.last_poll
+
     async def poll_tick(self) -> None:
-        """Claim and poll due feeds batch by batch until none is due (or the service is stopping)."""
-        # Ticks may overlap: a tick whose last lane waits for a feed that hangs until the fetch timeout must not
-        # hold back the feeds falling due meanwhile. A tick starts only the lanes that are free (reserved here,
-        # before any await), so the lanes of all ticks together stay within the concurrency limits.
-        free = self._lanes(self.config) - self._lanes_active
-        if free <= 0:
-            return
-        self._lanes_active += free
-        try:
-            await self._poll_lanes(free)
-        finally:
-            self._lanes_active -= free
-
-    async def _poll_lanes(self, lanes: int) -> None:
-        started, t0 = utcnow(), time.perf_counter()
-        summary = LastPoll(started=started, finished=started)
-        new_ids: list[int] = []
-        # A tick polls what was due when it began. Without this bound a tick longer than the feeds' interval
-        # would chase its own tail forever, and the work done after a tick (alerts, metrics) would never come.
-        due = await asyncio.to_thread(self._count_due, started)
-        done = 0  # lanes that have finished: free for the next tick
-
-        async def lane(index: int) -> None:
-            # Each lane claims and polls batch after batch. A batch ends with its slowest feed (one that hangs
-            # until the fetch timeout), so with several lanes one slow feed holds up one lane, not the tick; and
-            # the next tick does not wait for that lane either (see poll_tick).
-            nonlocal done
-            try:
-                while not self.stopping and summary.feeds < due:
-                    cfg = self.config  # a reload between batches takes effect at the next batch
-                    poller = Poller(self.engine, self._lane_config(cfg), cfg.rules)
-                    try:
-                        report = await poller.run(
-                            worker=self.opts.worker,
-                            limit=self.opts.batch,
-                            lease_seconds=self.opts.lease,
-                            on_result=self._on_feed_result,
-                        )
-                    finally:
-                        await asyncio.to_thread(poller.close)
-                    if not report.results:
-                        return
-                    summary.batches += 1
-                    self._add_report(summary, report)
-                    batch_new = [i for r in report.results for i in r.new_item_ids]
-                    if batch_new:
-                        new_ids.extend(batch_new)
-                        await asyncio.to_thread(self._after_new_items, batch_new)
-            finally:
-                done += 1
-                self._lanes_active -= 1
-
-        try:
-            await asyncio.gather(*(lane(i) for i in range(lanes)))
-        finally:
-            self._lanes_active += done  # poll_tick gives back all of this tick's lanes
-        summary.finished, summary.seconds = utcnow(), time.perf_counter() - t0
-        self.metrics.cycles.inc()
-        self.metrics.last_poll.set(time.time())
-        if summary.feeds:
-            self.metrics.cycle_seconds.observe(summary.seconds)
-            self.last_poll = summary
-            log.info(
-                "poll: %d feeds (%d ok, %d failed), %d new items in %.1fs",
-                summary.feeds,
-                summary.ok,
-                summary.errors,
-                summary.new_items,
-                summary.seconds,
-                extra={"event": "poll", "worker": self.opts.worker},
-            )
-        elif self.last_poll is None:
-            self.last_poll = summary
-        else:
-            self.last_poll.finished = summary.finished  # the last tick with work stays visible
+        """Claim and poll due feeds batch by batch until none is due; then send the "immediate" digests."""
+        new_ids = await self.lanes.tick()
+        if new_ids is None:
+            return  # every lane busy: the running ticks carry on
+        if self.lanes.site_dirty:
+            self._site_dirty, self.lanes.site_dirty = True, False
         if (new_ids or self._alerts_owed) and not self.stopping:
             await asyncio.to_thread(self._send_immediate)
-
-    def _lanes(self, cfg: Config) -> int:
-        http = cfg.settings.http
-        return max(1, min(self.opts.lanes, http.per_host, http.max_concurrency))
-
-    def _lane_config(self, cfg: Config) -> Config:
-        """The config one lane polls with: the concurrency limits split between the lanes, so all lanes
-        together stay within max_concurrency and per_host (politeness to each publisher)."""
-        n = self._lanes(cfg)
-        if n == 1:
-            return cfg
-        http = cfg.settings.http
-        split = http.model_copy(
-            update={
-                "max_concurrency": max(1, http.max_concurrency // n),
-                "per_host": max(1, http.per_host // n),
-            }
-        )
-        return dataclasses.replace(cfg, settings=cfg.settings.model_copy(update={"http": split}))
-
-    def _count_due(self, now: datetime) -> int:
-        with session_scope(self.engine) as s:
-            q = select(func.count()).select_from(Feed).where(*due(now))
-            return int(s.exec(q).one())
-
-    def _add_report(self, summary: LastPoll, report: PollReport) -> None:
-        counts = report.counts()
-        summary.feeds += counts["feeds"]
-        summary.errors += counts["error"]
-        summary.ok += counts["feeds"] - counts["error"]
-        summary.new_items += counts["new_items"]
-
-    def _on_feed_result(self, r: FeedResult) -> None:
-        m = self.metrics
-        m.polls.inc(outcome=r.outcome)
-        m.fetch_seconds.observe(r.fetch_seconds)
-        if r.new:
-            m.items_new.inc(r.new)
-        if r.linked:
-            m.items_linked.inc(r.linked)
-        ctx = feed_ctx(r.feed, r.url, outcome=r.outcome)
-        if r.outcome == "error":
-            m.poll_errors.inc(kind=r.error_kind or "error")
-            log.warning(
-                "feed %s failed (%s): %s", r.feed, r.error_kind, r.error, extra={**ctx, "kind": r.error_kind}
-            )
-        elif r.new or r.updated:
-            log.info("feed %s: %d new, %d updated items", r.feed, r.new, r.updated, extra=ctx)
-        else:
-            log.debug("feed %s: %s", r.feed, r.outcome, extra=ctx)
-        if r.warning:
-            log.info("feed %s: %s", r.feed, r.warning, extra=ctx)
-
-    def _after_new_items(self, item_ids: list[int]) -> None:
-        """Count new items by category. (The poller already grouped them into incidents, in each feed's
-        transaction.)"""
-        with session_scope(self.engine) as s:
-            rows = s.exec(select(Item.categories).where(col(Item.id).in_(item_ids))).all()
-        for cats in rows:
-            if cats:
-                self._site_dirty = True
-            for c in cats or []:
-                self.metrics.matches.inc(category=str(c))
 
     # digests --------------------------------------------------------------------------------------------------
 
@@ -481,169 +301,52 @@ class Service:
         await asyncio.to_thread(self._deliver_once, name, slot, "schedule")
 
     def _deliver_once(self, name: str, slot: datetime | None, why: str) -> str:
-        """Deliver digest `name` for `slot` unless some worker already did. The advisory lock serialises the
-        workers; the digest's last run time, read under the lock, tells whether this slot is served."""
-        ctx = {"digest": name, "worker": self.opts.worker}
-        with exclusive(self.engine, f"digest:{name}", timeout=600) as got:
-            if not got:
-                log.warning("digest %s: another worker has held it for 10 minutes; skipping", name, extra=ctx)
-                self.metrics.digests.inc(digest=name, outcome="skipped")
-                return "skipped"
-            last = stages.last_run_at(self.engine, name)
-            if slot is not None and last is not None and last >= slot:
-                log.info(
-                    "digest %s: slot %s already served (by another worker)", name, slot.isoformat(), extra=ctx
-                )
-                self.metrics.digests.inc(digest=name, outcome="skipped")
-                return "skipped"
-            result = stages.deliver_digest(self.engine, self.config, name)
-        outcome = {"pending": "failed", "unavailable": "skipped"}.get(result.outcome, result.outcome)
-        self.metrics.digests.inc(digest=name, outcome=outcome)
-        level = logging.WARNING if outcome == "failed" else logging.INFO
-        log.log(
-            level,
-            "digest %s (%s): %s%s",
-            name,
-            why,
-            result.outcome,
-            f" ({result.detail})" if result.detail else "",
-            extra={**ctx, "outcome": result.outcome},
-        )
-        return result.outcome
+        return jobs.deliver_once(self.worker, self.config, name, slot, why)
 
     def _catch_up_digests(self) -> None:
         """A slot missed while the service was down is served once, now (not once per missed slot)."""
-        now = utcnow()
-        for plan in self.config.digests:
-            if plan.immediate:
-                continue
-            slot = previous_fire(cron_trigger(plan.schedule, plan.timezone), now)
-            try:
-                last = stages.last_run_at(self.engine, plan.name)
-            except Exception as exc:
-                log.warning(
-                    "digest %s: cannot read its state: %s", plan.name, exc, extra={"digest": plan.name}
-                )
-                continue
-            # Never run at all: nothing was missed, the first slot comes in its time.
-            if slot is None or last is None or last >= slot:
-                continue
+        for name, slot in jobs.missed_slots(self.engine, self.config, utcnow()):
             log.info(
                 "digest %s: slot %s was missed while the service was down; delivering it now",
-                plan.name,
+                name,
                 slot.isoformat(),
-                extra={"digest": plan.name},
+                extra={"digest": name},
             )
 
-            async def catch_up(name: str = plan.name, s: datetime = slot) -> None:
+            async def catch_up(name: str = name, s: datetime = slot) -> None:
                 await asyncio.to_thread(self._deliver_once, name, s, "catch-up")
 
             self.scheduler.add_job(
-                self._job(f"digest:{plan.name}", catch_up),
-                id=f"catch-up:{plan.name}",
+                self._job(f"digest:{name}", catch_up),
+                id=f"catch-up:{name}",
                 replace_existing=True,
                 misfire_grace_time=None,
             )
 
     def _send_immediate(self) -> None:
-        plans = [p for p in self.config.digests if p.immediate]
         self._alerts_owed = False
-        if not plans:
-            return
-        for plan in plans:
-            ctx = {"digest": plan.name, "worker": self.opts.worker}
-            with exclusive(self.engine, f"digest:{plan.name}", timeout=0) as got:
-                if not got:
-                    self._alerts_owed = True  # a peer is sending; what it did not pick up goes next tick
-                    continue
-                try:
-                    result = stages.deliver_digest(self.engine, self.config, plan.name)
-                except Exception as exc:
-                    self.metrics.digests.inc(digest=plan.name, outcome="failed")
-                    log.exception("alert digest %s failed: %s", plan.name, exc, extra=ctx)
-                    continue
-            if result.outcome != "empty":
-                outcome = {"pending": "failed"}.get(result.outcome, result.outcome)
-                self.metrics.digests.inc(digest=plan.name, outcome=outcome)
-                log.info("alert digest %s: %s %s", plan.name, result.outcome, result.detail, extra=ctx)
+        self._alerts_owed = jobs.send_immediate(self.worker, self.config)
 
     async def retry_job(self) -> None:
-        def run() -> None:
-            with exclusive(self.engine, "digest-retry") as got:
-                if not got:
-                    return  # a peer is retrying right now
-                results = stages.retry_pending(self.engine, self.config)
-            for r in results:
-                name = r.digest
-                outcome = {"pending": "failed"}.get(r.outcome, r.outcome)
-                self.metrics.digests.inc(digest=name, outcome=outcome)
-                log.log(
-                    logging.WARNING if outcome == "failed" else logging.INFO,
-                    "digest %s (retry): %s (%s)",
-                    name,
-                    r.outcome,
-                    r.detail,
-                    extra={"digest": name, "outcome": r.outcome},
-                )
-
-        await asyncio.to_thread(run)
+        await asyncio.to_thread(jobs.retry_digests, self.worker, self.config)
 
     # housekeeping ---------------------------------------------------------------------------------------------
 
     async def retention_job(self) -> None:
         days = self.config.settings.retention.unmatched_days
-        if not days:
-            return
-
-        def run() -> None:
-            with exclusive(self.engine, "retention") as got:
-                if not got:
-                    return  # another worker is pruning right now
-                report = prune_unmatched(self.engine, days=days)
-            self.metrics.pruned.inc(report.pruned)
-            if report.pruned:
-                log.info(
-                    "retention: pruned %d unmatched items fetched before %s",
-                    report.pruned,
-                    report.cutoff.date().isoformat(),
-                    extra={"event": "retention"},
-                )
-
-        await asyncio.to_thread(run)
+        if days:
+            await asyncio.to_thread(jobs.prune, self.worker, days)
 
     def feed_health(self) -> list[tuple[Feed, str]]:
-        now, p = utcnow(), self.config.settings.polling
-        with session_scope(self.engine) as s:
-            feeds = list(s.exec(select(Feed).where(col(Feed.removed).is_(False))).all())
-        return [
-            (
-                f,
-                policy.feed_health(f, now, p),
-            )
-            for f in feeds
-        ]
+        return jobs.feed_health(self.engine, self.config.settings.polling)
 
     async def health_job(self) -> None:
         rows = await asyncio.to_thread(self.feed_health)
-        counts: dict[str, int] = {}
-        for _, h in rows:
-            counts[h] = counts.get(h, 0) + 1
-        self.metrics.feeds.replace(({"health": h}, n) for h, n in counts.items())
+        counts = jobs.count_health(self.metrics, rows)
         if time.monotonic() - self._last_report < self.opts.report_every and self._last_report:
             return
         self._last_report = time.monotonic()
-        bad = [(f, h) for f, h in rows if h in ("failing", "silent", "muted", "rate_limited")]
-        summary = ", ".join(f"{n} {h}" for h, n in sorted(counts.items()))
-        log.info("feeds report: %s", summary or "no feeds", extra={"event": "feeds_report"})
-        for f, h in sorted(bad, key=lambda x: (x[1], x[0].id)):
-            if h == "silent":
-                since = f.last_new_item_at.date().isoformat() if f.last_new_item_at else "ever"
-                why = f"no new item since {since}"
-            elif h == "muted":
-                why = f.mute_reason or "muted"
-            else:
-                why = f"{f.error_count} failures in a row, last: {f.last_error or f.error_kind}"
-            log.warning("feed %s is %s: %s", f.id, h, why, extra=feed_ctx(f.id, f.url, event="feeds_report"))
+        jobs.log_feeds_report(rows, counts)
 
     async def site_job(self) -> None:
         out = self.opts.site_dir
@@ -651,14 +354,8 @@ class Service:
             return
         self._site_dirty = False
 
-        def run() -> None:
-            with exclusive(self.engine, "site") as got:
-                report = stages.build_site(self.engine, self.config, out) if got else None
-            if report is not None:
-                log.info("site rebuilt in %s: %s pages", out, report.pages, extra={"event": "site"})
-
         try:
-            await asyncio.to_thread(run)
+            await asyncio.to_thread(jobs.rebuild_site, self.engine, self.config, out)
         except Exception:
             self._site_dirty = True  # try again next time
             raise

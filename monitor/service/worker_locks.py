@@ -21,7 +21,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from monitor.errors import MonitorError
-from monitor.store.locks import lock_key
+from monitor.store.advisory_locks import lock_key
 
 
 class InstanceLocked(MonitorError):

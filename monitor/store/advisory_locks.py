@@ -1,4 +1,4 @@
-"""Advisory-lock keys shared by every process using one PostgreSQL database."""
+"""PostgreSQL advisory locks: the stable key of a name, and the lock held until a transaction ends."""
 
 from __future__ import annotations
 
