@@ -107,8 +107,6 @@ def export(
         elif fmt == "csv":
             write_items_csv(rows, sys.stdout)
         else:
-            try:
-                from monitor.deliver.atom import items_atom
-            except ImportError:
-                fail("Atom export is not available in this build")
+            from monitor.deliver.atom import items_atom
+
             sys.stdout.write(items_atom([item for item, _ in rows]))

@@ -36,6 +36,7 @@ from sqlmodel import Session, col, select
 
 from monitor.deliver import render
 from monitor.deliver.atom import IncidentEntry, SourceLink, incidents_atom
+from monitor.deliver.digest import delivered_digests
 from monitor.deliver.exports import IncidentCsv, IncidentJson, ItemCsv, JsonArray
 from monitor.deliver.render import slug
 from monitor.store.engine import session_scope
@@ -215,10 +216,6 @@ def _summary(inc: Incident, sources: list[SourceLink]) -> IncidentEntry:
 def _publish_digests(session: Session, out: Path, limit: int = 200) -> None:
     """Copy the pages of delivered digests (the outbox keeps them) into DIR/digests/, under the same names the
     digest's own page delivery uses, so the archive is complete even when digests are only emailed."""
-    try:
-        from monitor.deliver.digest import delivered_digests
-    except ImportError:  # the digest engine is optional for the site
-        return
     for row in delivered_digests(session, limit=limit):
         if not row.page_html:
             continue
