@@ -108,16 +108,32 @@ def test_list_item_and_incident_pages_show_categories_explanations_and_links(
 
 
 def test_filters_narrow_the_list_and_bad_ones_say_which_parameter_is_wrong(
-    sqlite_engine: Engine, config_dir: Path
+    engine: Engine, config_dir: Path
 ) -> None:
-    stored(sqlite_engine)
-    with WorkspaceServer(sqlite_engine, config_dir) as ws, ws.client() as c:
+    ids = stored(engine)
+    with session_scope(engine) as s:
+        from monitor.store.verdicts import record_verdict
+
+        record_verdict(s, ids[3], "protest_crackdown", "reject", author="dmitri")
+        record_verdict(s, ids[5], "restrictive_law", "add", author="dmitri")
+    with WorkspaceServer(engine, config_dir) as ws, ws.client() as c:
         ru = c.get("/workspace/?language=ru").text
         assert "В Алматы задержали" in ru and "Journalist detained" not in ru
         later = c.get("/workspace/?since=2026-11-21").text
         assert "Алматыда журналист" in later and "Journalist detained in Almaty" not in later
         restrictive = c.get("/workspace/?category=restrictive_law").text
         assert "Journalist detained" not in restrictive
+        assert "Wheat harvest" in restrictive  # added by an analyst: verdicts win over the rules
+        crackdown = c.get("/workspace/?category=protest_crackdown").text
+        assert "Journalist detained in Almaty" in crackdown
+        assert "Activist detained in Shymkent" not in crackdown  # rejected
+        rejected = c.get("/workspace/?verdict=reject").text
+        assert "Activist detained in Shymkent" in rejected and "Journalist detained" not in rejected
+        unreviewed = c.get("/workspace/?verdict=none").text
+        assert "Journalist detained" in unreviewed and "Activist detained in Shymkent" not in unreviewed
+        assert "Journalist detained" in c.get("/workspace/?country=KZ").text
+        assert "Journalist detained" not in c.get("/workspace/?country=KG").text
+        assert "В Алматы" in c.get("/workspace/?feed=feed-ru").text
         for query, message in (
             ("since=yesterday", "since: &#39;yesterday&#39; is not a date"),
             ("category=nonsense", "category: unknown category"),
