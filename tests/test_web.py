@@ -474,13 +474,30 @@ def test_search_finds_an_inflected_russian_word_and_a_malformed_query_is_a_messa
     from monitor.search import rebuild_index
 
     stored(sqlite_engine)
-    rebuild_index(sqlite_engine)
+    with session_scope(sqlite_engine) as s:
+        rebuild_index(s)
     with WorkspaceServer(sqlite_engine, config_dir) as ws, ws.client() as c:
-        found = c.get("/workspace/", params={"q": "задержание"})
+        # The infinitive finds the past tense in the title, marked.
+        found = c.get("/workspace/", params={"q": "задержать"})
         assert found.status_code == 200
-        assert "В Алматы задержали" in found.text and "<mark>" in found.text
+        assert "В Алматы <mark>задержали</mark>" in found.text
+        assert "Journalist detained" not in found.text
         bad = c.get("/workspace/", params={"q": '"unclosed'})
         assert bad.status_code == 400 and 'class="error"' in bad.text
+        # Query syntax of either database, or markup, is a message or a plain search, never a 500.
+        for hostile in (
+            "*",
+            "OR",
+            "-",
+            "NEAR(a b)",
+            "title:x",
+            "a AND (",
+            "<script>alert(1)</script>",
+            "'; --",
+        ):
+            resp = c.get("/workspace/", params={"q": hostile})
+            assert resp.status_code in (200, 400), (hostile, resp.status_code)
+            assert "<script>alert" not in resp.text
 
 
 # --- accounts -------------------------------------------------------------------------------------------------

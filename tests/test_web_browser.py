@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from monitor.store import ensure_schema, make_engine
+from monitor.store.engine import session_scope
 from monitor.store.models import Item
 from monitor.store.workspace_models import Verdict
 from tests.support.browser import chromium_path
@@ -239,14 +240,16 @@ def test_search_in_russian_finds_other_forms_of_the_word(
     from monitor.search import rebuild_index
 
     stored(engine)
-    rebuild_index(engine)
+    with session_scope(engine) as s:
+        rebuild_index(s)
     with WorkspaceServer(engine, config_dir) as ws:
         page = browser.new_page(viewport={"width": 1100, "height": 800})
         log_in(page, ws.base)
         page.keyboard.press("/")
-        page.keyboard.type("задержание")
-        page.keyboard.press("Enter")
-        page.wait_for_load_state()
+        page.keyboard.type("задержать")
+        with page.expect_navigation():
+            page.keyboard.press("Enter")
         titles = page.locator("li.item a.title").all_inner_texts()
-        assert any("задержали" in t for t in titles), titles
+        assert titles == ["В Алматы задержали главного редактора «Трибуны»"], titles
+        assert page.locator("li.item mark").first.inner_text() == "задержали"
         page.screenshot(path=str(shots / "search.png"))
