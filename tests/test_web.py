@@ -362,6 +362,21 @@ def test_bound_beyond_loopback_reading_needs_a_login_but_health_and_metrics_stay
         assert "Journalist detained" in c.get("/workspace/").text
 
 
+def test_open_reading_answers_only_requests_addressed_to_loopback(
+    sqlite_engine: Engine, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A page elsewhere that points its own name at 127.0.0.1 (DNS rebinding) must not read the workspace.
+    monkeypatch.setenv("MONITOR_WORKSPACE_HOSTS", "monitor.internal")
+    stored(sqlite_engine)
+    with WorkspaceServer(sqlite_engine, config_dir) as ws, ws.client() as c:
+        evil = c.get("/workspace/", headers={"Host": "rebind.evil.example:8080"})
+        assert evil.status_code == 421 and "MONITOR_WORKSPACE_HOSTS" in evil.text
+        assert "Journalist" not in evil.text
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "monitor.internal"):
+            assert c.get("/workspace/", headers={"Host": host}).status_code == 200, host
+        assert c.get("/healthz", headers={"Host": "rebind.evil.example"}).status_code == 200
+
+
 def test_two_analysts_posting_opposite_verdicts_at_once_are_both_recorded(
     engine: Engine, config_dir: Path
 ) -> None:

@@ -40,6 +40,7 @@ SESSION_COOKIE = "monitor_session"
 SESSION_MAX_AGE = 12 * 3600
 SECRET_ENV = "MONITOR_SECRET_KEY"
 READ_LOGIN_ENV = "MONITOR_WORKSPACE_READ_LOGIN"
+ALLOWED_HOSTS_ENV = "MONITOR_WORKSPACE_HOSTS"
 # Paths a visitor reaches without a login even where reading needs one.
 OPEN_PATHS = ("/healthz", "/metrics", PREFIX + "/login")
 OPEN_PREFIXES = (PREFIX + "/static/",)
@@ -102,18 +103,51 @@ def secret_key(src: WorkspaceSource) -> str:
     return secrets.token_urlsafe(32)
 
 
+def allowed_hosts() -> set[str]:
+    extra = os.environ.get(ALLOWED_HOSTS_ENV, "")
+    return {h.strip().lower() for h in extra.split(",") if h.strip()}
+
+
+def _host_name(scope: Scope) -> str:
+    for key, value in scope.get("headers", []):
+        if key == b"host":
+            host = value.decode("latin-1").strip().lower()
+            if host.startswith("["):  # [::1]:8080
+                return host[1 : host.find("]")] if "]" in host else host
+            return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return ""
+
+
 class ReadGate:
     """Where reading needs a login: anything but health, metrics, the login page and the static assets
-    redirects an anonymous visitor to the login page (GET/HEAD) or is refused (anything else)."""
+    redirects an anonymous visitor to the login page (GET/HEAD) or is refused (anything else).
+
+    Where reading is open (loopback), the workspace answers only requests addressed to a loopback name: a web
+    page the analyst visits could otherwise point its own host name at 127.0.0.1 (DNS rebinding) and read the
+    workspace through the analyst's browser."""
 
     def __init__(self, app: ASGIApp, src: WorkspaceSource, required: bool) -> None:
         self.app, self.src, self.required = app, src, required
+        self.hosts = allowed_hosts()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.required:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
+        if not self.required:
+            host = _host_name(scope)
+            if path.startswith(PREFIX) and not (is_loopback(host) or host in self.hosts):
+                refused = Response(
+                    f"this workspace answers on 127.0.0.1 or localhost, not {host[:100]!r} (add the name to "
+                    f"{ALLOWED_HOSTS_ENV} if a proxy on this machine forwards it)\n",
+                    status_code=421,
+                    media_type="text/plain",
+                )
+                await refused(scope, receive, send)
+                return
+            await self.app(scope, receive, send)
+            return
         if path in OPEN_PATHS or path.startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
@@ -170,6 +204,18 @@ def workspace_middleware(src: WorkspaceSource, *, host: str) -> list[Middleware]
     required = reading_needs_login(src, host)
     if required:
         log.info("workspace and site need a login to read (bound to %s)", host, extra={"event": "access"})
+    try:
+        from monitor.web.auth import list_users
+
+        if not list_users(src.engine()):
+            log.warning(
+                "the workspace has no accounts yet: %s; create one with `monitor users add NAME`",
+                "nobody can read or write"
+                if required
+                else "anyone on this machine can read, nobody can write",
+            )
+    except Exception as exc:  # the database may be down at start; health reports that, this is only advice
+        log.debug("could not count workspace accounts: %s", exc)
     return [
         Middleware(RequestMetrics, metrics=src.metrics),
         Middleware(
