@@ -202,6 +202,7 @@ class Monitor:
         from monitor.store.engine import session_scope
         from monitor.store.models import Item as ItemRow
         from monitor.store.types import utcnow
+        from monitor.store.verdicts import apply_verdicts, categories_after, latest_verdicts
 
         rules = self.config.rules
         severity = {cid: info.severity for cid, info in rules.categories.items()}
@@ -226,6 +227,8 @@ class Monitor:
                 if not rows:
                     break
                 regroup: list[int] = []
+                # Analysts' verdicts win over the rules: applied again to what the rules find now.
+                verdicts = latest_verdicts(session, [r.id for r in rows if r.id is not None])
                 for row in rows:
                     assert row.id is not None
                     last_id = row.id
@@ -233,9 +236,11 @@ class Monitor:
                     before, before_countries = set(row.categories or []), list(row.countries or [])
                     if dry_run:
                         result = rules.classify(row.title, row.text, row.language)
-                        after, after_countries = set(result.categories), result.countries
+                        after = apply_verdicts(result.categories, verdicts.get(row.id))
+                        after_countries = result.countries
                     else:
                         apply_classification(row, rules)
+                        row.categories = categories_after(row.categories, verdicts.get(row.id))
                         session.add(row)
                         after, after_countries = set(row.categories), row.countries
                     plus, minus = sorted(after - before), sorted(before - after)

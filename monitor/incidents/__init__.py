@@ -6,6 +6,7 @@
     merge_incidents(session, into_id, from_id, by=, why=)   an analyst's merge (see `triage`)
     move_item(session, item_id, by=, why=, into_id=None)    an analyst's move out of an incident
     resolve_incident(session, incident_id) -> int | None    where a (merged-away) incident's reports are now
+    settle_verdicts(session, item_ids, now=...)             analysts' verdicts written into the items' categories
 
 The modules, in the order a call uses them: `features` (stems and name keys of a text), `fingerprint` (a report's
 features as stored), `index` (which reports to compare), `scoring` (join or open: pure functions), `cache` (the
@@ -53,6 +54,7 @@ from monitor.incidents.features import CountryLevel
 from monitor.incidents.grouping import WINDOW_HOURS, group_items
 from monitor.incidents.triage import Merged, Moved, TriageError, merge_incidents, move_item, resolve_incident
 from monitor.incidents.updates import GroupStats, incident_severity, lock_grouping
+from monitor.incidents.verdicts import settle_verdicts
 
 __all__ = [
     "WINDOW_HOURS",
@@ -68,4 +70,5 @@ __all__ = [
     "merge_incidents",
     "move_item",
     "resolve_incident",
+    "settle_verdicts",
 ]

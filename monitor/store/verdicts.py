@@ -18,7 +18,7 @@ Writes join the caller's session (one transaction with whatever else the caller 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from sqlmodel import Session, col, select
@@ -131,6 +131,14 @@ def apply_verdicts(rules: Iterable[str], verdicts: dict[str, Verdict] | None) ->
     return cats
 
 
+def categories_after(rules: Sequence[str], verdicts: dict[str, Verdict] | None) -> list[str]:
+    """Pure: `apply_verdicts` as a list that keeps the rules' order, with added categories after them."""
+    if not verdicts:
+        return list(rules)
+    kept = apply_verdicts(rules, verdicts)
+    return [c for c in rules if c in kept] + sorted(kept - set(rules))
+
+
 def effective_categories(session: Session, item_ids: Iterable[int]) -> dict[int, set[str]]:
     """{item_id: categories after verdicts} for every given item that exists."""
     ids = sorted(set(item_ids))
@@ -163,6 +171,7 @@ __all__ = [
     "add_note",
     "apply_verdicts",
     "audit",
+    "categories_after",
     "effective_categories",
     "item_notes",
     "latest_verdicts",

@@ -1,7 +1,8 @@
 """Tables of the analyst workspace: accounts, verdicts on classifications, notes, and the audit log.
 
-Verdicts are facts in their own right, never folded into `item.categories`: `reclassify` rewrites that column
-from the rules, and the analyst's judgement must outlive it. Every verdict is a new row (nothing is updated or
+Verdicts are facts in their own right: `item.categories` holds the rules' categories with the verdicts in force
+applied (monitor.incidents.settle_verdicts, and `reclassify` after the rules run), but this table is the record
+that decides, so the analyst's judgement outlives every re-run of the rules. Every verdict is a new row (nothing is updated or
 deleted), so two analysts disagreeing at the same moment are both on record; the later row wins (see
 monitor.store.verdicts).
 """
