@@ -5,10 +5,12 @@ databases, the demo feeds served on loopback."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 from typer.testing import CliRunner
 
@@ -17,7 +19,7 @@ import monitor.cli
 from monitor.cli.app import app
 from monitor.demo.run import _write_config
 from monitor.demo.server import DemoServer
-from monitor.incidents import settle_verdicts
+from monitor.incidents import group_items, settle_verdicts
 from monitor.store.engine import session_scope
 from monitor.store.models import Incident, Item
 from monitor.store.types import utcnow
@@ -163,3 +165,45 @@ def test_precision_over_the_last_30_days_counts_confirmed_and_rejected_matches(m
     row = table["protest_crackdown"]
     assert (row.confirmed, row.rejected, row.added) == (1, 1, 1)
     assert row.precision == pytest.approx(0.5)
+
+
+def test_a_verdict_posted_in_the_workspace_moves_the_item_out_of_its_incident_and_shows_in_precision(
+    engine: Engine, config_dir: Path
+) -> None:
+    from tests.support.stories import MAMAI_EN, OTHER_DETENTION, Story, hit_matches, store
+    from tests.support.workspace import WorkspaceServer
+
+    ids = store(
+        engine,
+        [
+            Story(**{**MAMAI_EN.__dict__, "matches": hit_matches(MAMAI_EN, "detained")}),
+            Story(**{**OTHER_DETENTION.__dict__, "matches": hit_matches(OTHER_DETENTION, "detained")}),
+        ],
+    )
+    with session_scope(engine) as s:
+        group_items(s, ids, now=utcnow())
+    first = ids[0]
+    with Session(engine) as s:
+        row = s.get(Item, first)
+        assert row is not None and row.incident_id is not None
+        cats = list(row.categories)
+    with WorkspaceServer(engine, config_dir) as ws, ws.client() as c:
+        ws.login(c, "aigerim")
+        token = ws.token(c, f"/workspace/items/{first}")
+        for cat in cats:
+            r = c.post(
+                f"/workspace/items/{first}/verdict",
+                data={"csrf": token, "category": cat, "verdict": "reject"},
+            )
+            assert r.status_code == 303
+        r = c.post(
+            f"/workspace/items/{ids[1]}/verdict",
+            data={"csrf": token, "category": cats[0], "verdict": "confirm"},
+        )
+        assert r.status_code == 303
+        page = c.get("/workspace/precision").text
+    with Session(engine) as s:
+        row = s.get(Item, first)
+        assert row is not None and row.categories == [] and row.incident_id is None
+    # One confirmed and one rejected match of that category: 50%.
+    assert re.search(r"<td>1</td>\s*<td>1</td>\s*<td>50%</td>", page), page

@@ -253,6 +253,7 @@ def create_workspace(src: WorkspaceSource) -> Starlette:
             Route("/incidents/{incident_id:int}/merge", bind(r.post_merge), methods=["POST"]),
             Route("/incidents/{incident_id:int}/move", bind(r.post_move), methods=["POST"]),
             Route("/audit", bind(r.audit_page), methods=["GET"]),
+            Route("/precision", bind(r.precision_page), methods=["GET"]),
             Route("/login", bind(r.login_page), methods=["GET"]),
             Route("/login", bind(r.post_login), methods=["POST"]),
             Route("/logout", bind(r.post_logout), methods=["POST"]),

@@ -24,7 +24,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from monitor.deliver.render import CATEGORY_TITLES, environment
+from monitor.incidents import settle_verdicts
 from monitor.store.engine import write_scope
+from monitor.store.types import utcnow
 from monitor.store.verdicts import VerdictError, add_note, audit, record_verdict
 from monitor.web import csrf, views
 from monitor.web.app import PREFIX, WorkspaceSource
@@ -266,6 +268,21 @@ async def audit_page(src: WorkspaceSource, request: Request) -> Response:
     return await render(src, request, "audit.html", entries=await in_thread(load))
 
 
+async def precision_page(src: WorkspaceSource, request: Request) -> Response:
+    from monitor.rules.feedback import category_precision
+
+    engine, days = src.engine(), 30
+
+    def load() -> dict[str, Any]:
+        with Session(engine) as s:
+            return category_precision(s, days=days, now=utcnow())
+
+    table = await in_thread(load)
+    titles = category_titles(src)
+    rows = [(cid, titles[cid]) for cid in titles] + [(c, c) for c in sorted(set(table) - set(titles))]
+    return await render(src, request, "precision.html", table=table, rows=rows, days=days)
+
+
 # --- verdicts and notes -----------------------------------------------------------------------------------------
 
 
@@ -278,12 +295,17 @@ async def post_verdict(src: WorkspaceSource, request: Request) -> Response:
     category, verdict, note = form.get("category", ""), form.get("verdict", ""), form.get("note") or None
     known = set(category_titles(src))
     engine = src.engine()
+    grouping = _grouping_options(src)
+    window_hours = src.config().settings.grouping.window / 3600
 
     def write() -> dict[str, Any]:
         with write_scope(engine) as s:
             row = record_verdict(
                 s, item_id, category, verdict, author=user, note=note, known_categories=known
             )
+            # In the same transaction: the item's categories (what digests, site and exports read) and its
+            # incident follow the verdict at once.
+            settle_verdicts(s, [item_id], now=utcnow(), window_hours=window_hours, **grouping)
             return {"id": row.id, "category": row.category, "verdict": row.verdict}
 
     try:
