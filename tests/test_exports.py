@@ -5,8 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import feedparser
@@ -16,12 +17,16 @@ from typer.testing import CliRunner
 
 from monitor.deliver.atom import IncidentEntry, SourceLink, incidents_atom, items_atom
 from monitor.deliver.exports import (
+    INCIDENT_FIELDS,
+    ITEM_FIELDS,
+    IncidentOptions,
     csv_cell,
     iter_incidents,
     write_incidents_csv,
     write_incidents_json,
     write_items_csv,
     write_items_json,
+    write_xlsx,
 )
 from monitor.incidents import group_items
 from monitor.store.engine import session_scope
@@ -160,3 +165,147 @@ def test_export_command_writes_atom(tmp_path: Path, config_dir: Path, sqlite_url
     assert r.exit_code == 0, r.output
     d = feedparser.parse(r.stdout.encode())
     assert not d.bozo and len(d.entries) == 2
+
+
+# --- incident exports researchers expect --------------------------------------------------------------------------
+
+
+def readme_columns() -> list[str]:
+    """The incident export columns as README documents them (the table under "Incident exports")."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("### Incident exports", 1)[1].split("\n#", 1)[0]
+    return re.findall(r"^\| `([a-z_]+)` \|", section, re.M)
+
+
+def grouped_with_places(engine: Engine) -> tuple[list[int], dict[int, int]]:
+    """The Mamai detention (English, Russian, Kazakh; the English one also on the wire), the NGO law, and an item
+    whose title a spreadsheet would evaluate; the gazetteer's finds set as the classifier stores them."""
+    evil = replace(
+        NGO_LAW, title='=HYPERLINK("http://evil.example","x") \x01law', hours=300, text="No names here."
+    )
+    ids = store(engine, [replace(MAMAI_EN, also_in=["feed-wire"]), MAMAI_RU, MAMAI_KK, NGO_LAW, evil])
+    places = {
+        ids[0]: [
+            {"country": "KZ", "entry": "Almaty", "field": "title"},
+            {"country": "KZ", "entry": "Kazakhstan", "field": "text"},
+        ],
+        ids[1]: [{"country": "KZ", "entry": "Алматы", "field": "text"}],
+        ids[3]: [{"country": "KZ", "entry": "Mazhilis", "field": "text"}],
+    }
+    with session_scope(engine) as s:
+        for item in s.exec(select(Item)):
+            item.places = places.get(item.id or 0, [])
+            s.add(item)
+        s.flush()
+        assigned = group_items(s, ids, now=NOW).assigned
+    return ids, assigned
+
+
+def test_incident_export_has_the_documented_columns(engine: Engine) -> None:
+    documented = readme_columns()
+    assert documented == INCIDENT_FIELDS  # every column documented, in the order the file has them
+    ids, assigned = grouped_with_places(engine)
+    with session_scope(engine) as s:
+        c = io.StringIO()
+        write_incidents_csv(iter_incidents(s), c, IncidentOptions(base_url="https://m.example.org/site/"))
+    reader = csv.DictReader(io.StringIO(c.getvalue()))
+    assert reader.fieldnames == documented
+    rows = {int(r["id"]): r for r in reader}
+    mamai = rows[assigned[ids[0]]]
+    assert mamai["event_date"] == "2026-11-20"
+    assert mamai["country"] == "Kazakhstan" and mamai["countries"] == "KZ"
+    # one place in two spellings; the country-level "Kazakhstan" is not one
+    assert mamai["location"] == "Almaty"
+    assert mamai["category"] == "Prosecution;Protest crackdown"
+    assert mamai["categories"] == "prosecution;protest_crackdown"
+    assert mamai["severity"] == "high"
+    assert (
+        mamai["actors"].split(";")[0] == "Zhanbolat Mamai"
+    )  # named in all three languages, written in Latin
+    assert mamai["item_count"] == "3"
+    assert mamai["sources"] == "FEED-EN News;FEED-WIRE News;FEED-RU News;FEED-KK News"
+    assert mamai["first_seen"].startswith("2026-11-20T09:00:00") and mamai["last_seen"] > mamai["first_seen"]
+    assert mamai["url"] == f"https://m.example.org/site/incident/{mamai['id']}.html"
+    assert mamai["items"] == ";".join(str(i) for i in ids[:3])
+    law = rows[assigned[ids[3]]]
+    assert law["location"] == "Mazhilis" and law["actors"] == ""
+    evil = rows[assigned[ids[4]]]
+    assert evil["title"].startswith("'=HYPERLINK(")  # shown by a spreadsheet, never evaluated
+
+
+def test_incident_json_round_trips_with_lists(engine: Engine) -> None:
+    ids, assigned = grouped_with_places(engine)
+    with session_scope(engine) as s:
+        j = io.StringIO()
+        assert write_incidents_json(iter_incidents(s, batch=2), j) == 3
+    data = {d["id"]: d for d in json.loads(j.getvalue())}
+    mamai = data[assigned[ids[0]]]
+    assert set(INCIDENT_FIELDS) <= set(mamai)
+    assert mamai["category"] == ["Prosecution", "Protest crackdown"] and mamai["location"] == ["Almaty"]
+    assert (
+        mamai["url"] == f"incident/{mamai['id']}.html"
+    )  # relative to the site when its address is not known
+    assert mamai["explanation"]["rule"].startswith("same category")
+    evil = data[assigned[ids[4]]]
+    assert evil["title"] == '=HYPERLINK("http://evil.example","x") \x01law'  # JSON keeps the text as it came
+
+
+def test_xlsx_has_incidents_and_items_sheets(engine: Engine, tmp_path: Path) -> None:
+    from openpyxl import load_workbook
+
+    ids, assigned = grouped_with_places(engine)
+    path = tmp_path / "export.xlsx"
+    with session_scope(engine) as s:
+        assert write_xlsx(iter_incidents(s), iter_items(s), path) == (3, 5)
+    wb = load_workbook(path)
+    assert wb.sheetnames == ["incidents", "items"]
+    inc_rows = list(wb["incidents"].iter_rows(values_only=True))
+    assert list(inc_rows[0]) == INCIDENT_FIELDS
+    by_id = {r[0]: dict(zip(INCIDENT_FIELDS, r, strict=True)) for r in inc_rows[1:]}
+    mamai = by_id[assigned[ids[0]]]
+    assert mamai["event_date"] == datetime(2026, 11, 20)  # a date cell, not text
+    assert mamai["first_seen"] == datetime(2026, 11, 20, 9, 0)  # UTC
+    assert mamai["item_count"] == 3 and mamai["location"] == "Almaty"
+    evil_cell = next(
+        c for c in wb["incidents"]["J"] if isinstance(c.value, str) and c.value.startswith("=HYPERLINK")
+    )
+    assert evil_cell.data_type == "s"  # text, never a formula
+    assert (
+        evil_cell.value == '=HYPERLINK("http://evil.example","x") law'
+    )  # the control character XML cannot hold
+    item_rows = list(wb["items"].iter_rows(values_only=True))
+    assert list(item_rows[0]) == ITEM_FIELDS and len(item_rows) == 6
+    assert {r[0] for r in item_rows[1:]} == set(ids)
+
+
+def test_export_command_writes_incidents_and_xlsx(tmp_path: Path, config_dir: Path, sqlite_url: str) -> None:
+    import monitor.cli.ingest  # noqa: F401 - registers `export`
+    from monitor.cli.app import app
+    from monitor.store import ensure_schema, make_engine
+
+    engine = make_engine(sqlite_url)
+    ensure_schema(engine)
+    ids, assigned = grouped_with_places(engine)
+    engine.dispose()
+    base = ["--config", str(config_dir), "--db", sqlite_url, "export"]
+    r = CliRunner().invoke(
+        app, [*base, "--incidents", "--format", "csv", "--base-url", "https://m.example.org"]
+    )
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader(io.StringIO(r.stdout)))
+    assert len(rows) == 3 and rows[0]["url"].startswith("https://m.example.org/incident/")
+    r = CliRunner().invoke(app, [*base, "--incidents", "--format", "json"])
+    assert r.exit_code == 0 and {d["id"] for d in json.loads(r.stdout)} == set(assigned.values())
+    r = CliRunner().invoke(app, [*base, "--format", "json"])  # items, as before
+    assert r.exit_code == 0 and sorted(d["id"] for d in json.loads(r.stdout)) == sorted(ids)
+    out = tmp_path / "all.xlsx"
+    r = CliRunner().invoke(app, [*base, "--format", "xlsx", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    from openpyxl import load_workbook
+
+    wb = load_workbook(out)
+    assert wb["incidents"].max_row == 4 and wb["items"].max_row == 6
+    r = CliRunner().invoke(app, [*base, "--format", "xlsx"])  # a binary file needs a name
+    assert r.exit_code == 2 and "--out" in r.output
+    r = CliRunner().invoke(app, [*base, "--incidents", "--format", "atom"])
+    assert r.exit_code == 2

@@ -155,6 +155,8 @@ def test_feed_content_cannot_inject_markup(engine: Engine, tmp_path: Path) -> No
     b = build(engine, tmp_path / "site", beacon="http://127.0.0.1:9/beacon")
     for page in [b.out / "index.html", *sorted((b.out / "incident").glob("*.html"))]:
         for tag, attrs in tags_of(page):
+            if tag == "img" and re.fullmatch(r"(\.\./)*charts/[a-z0-9_-]+\.svg", attrs.get("src") or ""):
+                continue  # our own charts (monitor.deliver.charts), never a feed's picture
             assert tag not in {
                 "iframe",
                 "img",

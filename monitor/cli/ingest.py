@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sys
+from contextlib import nullcontext
 from datetime import datetime
+from pathlib import Path
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -21,7 +23,15 @@ from monitor.cli.app import (
     print_json,
     state,
 )
-from monitor.deliver.exports import write_items_csv, write_items_json
+from monitor.deliver.exports import (
+    IncidentOptions,
+    iter_incidents,
+    write_incidents_csv,
+    write_incidents_json,
+    write_items_csv,
+    write_items_json,
+    write_xlsx,
+)
 from monitor.store.engine import session_scope
 from monitor.store.queries import iter_items
 
@@ -85,12 +95,22 @@ def poll(
 @app.command()
 def export(
     ctx: typer.Context,
-    format: str = typer.Option("json", "--format", help="json, csv or atom."),
+    format: str = typer.Option(
+        "json", "--format", help="json, csv, atom or xlsx (incidents and items sheets)."
+    ),
     since: datetime | None = typer.Option(None, "--since", help="Only items fetched since (ISO date)."),
     limit: int | None = typer.Option(None, "--limit"),
     matched: bool = typer.Option(False, "--matched", help="Only items that matched a category."),
+    incidents: bool = typer.Option(
+        False, "--incidents", help="Incidents instead of items, one row each (README: Incident exports)."
+    ),
+    out_file: Path | None = typer.Option(None, "--out", metavar="FILE", help="Write here instead of stdout."),
+    base_url: str | None = typer.Option(
+        None, "--base-url", metavar="URL", help="Where the site is served: absolute incident links."
+    ),
 ) -> None:
-    """Print stored items as JSON (an array), CSV or Atom."""
+    """Print stored items (or, with --incidents, incidents) as JSON (an array), CSV or Atom; --format xlsx
+    writes a spreadsheet of both to --out FILE."""
     st = state(ctx)
     engine = st.engine()
     if since is not None and since.tzinfo is None:
@@ -98,15 +118,38 @@ def export(
 
         since = since.replace(tzinfo=UTC)
     fmt = format.lower()
-    if fmt not in ("json", "csv", "atom"):
-        fail(f"unknown export format {format!r}: use json, csv or atom")
-    with session_scope(engine) as s:
+    if fmt not in ("json", "csv", "atom", "xlsx"):
+        fail(f"unknown export format {format!r}: use json, csv, atom or xlsx")
+    if fmt == "xlsx" and out_file is None:
+        fail("--format xlsx writes a binary file: name it with --out FILE.xlsx")
+    if incidents and fmt == "atom":
+        fail("incidents come as json, csv or xlsx; their Atom feed is feed.atom of `monitor site build`")
+    # Only incident rows show category titles: item exports keep working with a rule file that does not load.
+    titles = (
+        {c: info.title for c, info in st.config.categories.items()} if incidents or fmt == "xlsx" else None
+    )
+    options = IncidentOptions(base_url=base_url, category_titles=titles)
+    with (
+        session_scope(engine) as s,
+        (
+            out_file.open("w", encoding="utf-8", newline="")
+            if out_file and fmt != "xlsx"
+            else nullcontext(sys.stdout)
+        ) as fh,
+    ):
         rows = iter_items(s, since=since, limit=limit, matched_only=matched)
-        if fmt == "json":
-            write_items_json(rows, sys.stdout)
+        if fmt == "xlsx":
+            assert out_file is not None
+            write_xlsx(iter_incidents(s), rows, out_file, options)
+        elif incidents and fmt == "json":
+            write_incidents_json(iter_incidents(s), fh, options)
+        elif incidents:
+            write_incidents_csv(iter_incidents(s), fh, options)
+        elif fmt == "json":
+            write_items_json(rows, fh)
         elif fmt == "csv":
-            write_items_csv(rows, sys.stdout)
+            write_items_csv(rows, fh)
         else:
             from monitor.deliver.atom import items_atom
 
-            sys.stdout.write(items_atom([item for item, _ in rows]))
+            fh.write(items_atom([item for item, _ in rows]))

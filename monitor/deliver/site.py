@@ -6,6 +6,7 @@
     DIR/archive.html, archive/YYYY-MM.html   every incident by the month it was first reported
     DIR/digests.html              past digests: pages in DIR/digests/ (delivered ones copied from the outbox)
     DIR/feed.atom                 Atom 1.0 of the most recently changed incidents
+    DIR/charts.html, DIR/charts/*.svg   incidents per week by category, country and severity (monitor.deliver.charts)
     DIR/incidents.json|csv, DIR/items.json|csv   exports (classified items only, incident by incident in id order,
                                   then those in no incident)
     DIR/site.css, DIR/site.js, DIR/favicon.svg   our own style, script and icon; the CSP of every page allows nothing else
@@ -36,8 +37,9 @@ from sqlmodel import Session, col, select
 
 from monitor.deliver import render
 from monitor.deliver.atom import IncidentEntry, SourceLink, incidents_atom
+from monitor.deliver.charts import site_charts
 from monitor.deliver.digest import delivered_digests
-from monitor.deliver.exports import IncidentCsv, IncidentJson, ItemCsv, JsonArray
+from monitor.deliver.exports import IncidentCsv, IncidentJson, IncidentOptions, ItemCsv, JsonArray, Member
 from monitor.deliver.render import slug
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
@@ -52,7 +54,8 @@ _STREAM_PIECES = 256
 # Columns nothing on the site shows (an incident's grouping signature: its members' names, stems and places, the
 # largest thing it stores; a report's places), deferred: read only if a user's template asks for them.
 _NOT_SHOWN_INCIDENT = [defer(getattr(Incident, name)) for name in ("signature",)]
-_NOT_SHOWN_ITEM = [defer(getattr(Item, name)) for name in ("places",)]
+# Every column of a report is read now: the incident exports' location column needs its places.
+_NOT_SHOWN_ITEM: list[Any] = [defer(getattr(Item, name)) for name in ()]
 
 
 def highlight(snippet: str, needles: Iterable[str]) -> list[tuple[str, bool]]:
@@ -286,10 +289,10 @@ def build_site(
             _atomic(out / "incidents.csv") as cfh,
             _atomic(out / "items.json") as items_jfh,
             _atomic(out / "items.csv") as items_cfh,
-            IncidentJson(jfh) as ijson,
+            IncidentJson(jfh, exports := IncidentOptions(base_url, titles)) as ijson,
             JsonArray(items_jfh) as items_json,
         ):
-            icsv = IncidentCsv(cfh)
+            icsv = IncidentCsv(cfh, exports)
             items_csv = ItemCsv(items_cfh)
 
             def export(rows: Iterable[tuple[Item, list[str]]]) -> None:
@@ -299,11 +302,11 @@ def build_site(
                     items_csv.add_record(record)
 
             for incs in _incident_batches(s, batch):
-                for inc, items_view, item_ids, sources, exported in _load_batch(s, incs, feeds, titles):
+                for inc, items_view, members, sources, exported in _load_batch(s, incs, feeds, titles):
                     assert inc.id is not None
                     b.page(render.incident_page(inc.id), "site/incident.html", inc=inc, items=items_view)
-                    ijson.add_incident(inc, item_ids)
-                    icsv.add(inc, item_ids)
+                    ijson.add_incident(inc, members)
+                    icsv.add(inc, members)
                     summaries.append(_summary(inc, sources))
                     export(exported)
                 s.expunge_all()  # done with this batch: let its rows go
@@ -313,9 +316,11 @@ def build_site(
             report.items = items_json.n
         report.incidents = len(summaries)
         _publish_digests(s, out)
+        b.common["charts"] = site_charts(s, out, now=now, category_titles=titles)  # every page may show them
 
     summaries.sort(key=lambda e: (e.last_seen, e.id), reverse=True)
     _write_lists(b, summaries, titles, recent_days, index_limit)
+    b.page("charts.html", "site/charts.html")
 
     digests = _digests(out)
     report.digests = len(digests)
@@ -391,7 +396,7 @@ def _items_outside_incidents(s: Session, batch: int) -> Iterator[list[tuple[Item
 
 def _load_batch(
     s: Session, incs: list[Incident], feeds: Mapping[str, Feed], titles: Mapping[str, str]
-) -> Iterator[tuple[Incident, list[ItemView], list[int], list[SourceLink], list[tuple[Item, list[str]]]]]:
+) -> Iterator[tuple[Incident, list[ItemView], list[Member], list[SourceLink], list[tuple[Item, list[str]]]]]:
     ids = [i.id for i in incs]
     items: dict[int, list[Item]] = defaultdict(list)
     for it in s.exec(
@@ -419,6 +424,7 @@ def _load_batch(
         view: list[ItemView] = []
         links: list[SourceLink] = []
         exported: list[tuple[Item, list[str]]] = []
+        members: list[Member] = []
         for it in items.get(inc.id, []):
             assert it.id is not None
             url = render.safe_url(it.url)
@@ -447,7 +453,8 @@ def _load_batch(
                 )
             )
             links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
-        yield inc, view, [v.id for v in view], links, exported
+            members.append(Member.of(it, list(dict.fromkeys(f.title for f in feed_links))))
+        yield inc, view, members, links, exported
 
 
 def _count(rows: Iterable[IncidentEntry], key: str) -> Counter[str]:

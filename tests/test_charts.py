@@ -1,0 +1,254 @@
+"""Charts: weekly counts, SVG that is markup only, a table beside each chart, "no incidents" for an empty period,
+and what a reader sees in headless Chromium at desktop and phone width."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from monitor.deliver.charts import Row, chart_set, png, render, render_svg
+from monitor.deliver.render import CATEGORY_TITLES
+from monitor.deliver.site import build_site
+from monitor.incidents import group_items
+from monitor.store.engine import session_scope
+from monitor.store.models import Incident
+from tests.support.browser import Browser, StaticServer, chromium_path
+from tests.support.stories import MAMAI_EN, MAMAI_RU, NGO_LAW, T0, store
+
+NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday: the current week began on Monday 23 November
+SVG_NS = "http://www.w3.org/2000/svg"
+
+
+def row(days_ago: float, cats: list[str], countries: list[str] = ["KZ"], sev: str = "high") -> Row:  # noqa: B006
+    return Row(NOW - timedelta(days=days_ago), cats, countries, sev)
+
+
+def assert_inert(svg: str) -> None:
+    """Markup only: no script, no event handler, nothing fetched from anywhere."""
+    assert "<script" not in svg.lower()
+    assert not re.search(r"\son\w+\s*=", svg)
+    assert not re.search(r"(?:href|src)\s*=", svg)
+    assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) <= {SVG_NS}
+    assert "<?xml-stylesheet" not in svg and "@import" not in svg
+
+
+# --- counting ----------------------------------------------------------------------------------------------------
+
+
+def test_counts_per_week_by_category_country_and_severity() -> None:
+    rows = [
+        row(0, ["prosecution"]),  # this week (Monday 23 Nov)
+        row(2, ["prosecution", "protest_crackdown"], ["KZ", "KG"]),  # Monday 23 Nov too
+        row(3, ["prosecution"], ["KG"], "medium"),  # Sunday 22 Nov: the week before
+        row(20, ["restrictive_law"], ["UZ"], "medium"),
+        row(400, ["prosecution"]),  # older than 12 months: not counted
+        Row(NOW + timedelta(days=2), ["prosecution"], ["KZ"], "high"),  # after now: not counted
+    ]
+    cs = chart_set(rows, now=NOW, category_titles=CATEGORY_TITLES)
+    assert cs.incidents == 4
+    weeks = cs.chart("category").weeks
+    assert len(weeks) == 52 and weeks[-1] == date(2026, 11, 23) and weeks[0] == date(2025, 12, 1)
+    assert all(w.weekday() == 0 for w in weeks)
+    cats = {s.key: s.values for s in cs.chart("category").series}
+    assert cats["prosecution"][-1] == 2 and cats["prosecution"][-2] == 1
+    assert cats["protest_crackdown"][-1] == 1 and sum(cats["protest_crackdown"]) == 1
+    assert sum(cats["restrictive_law"]) == 1
+    countries = {s.key: s.total for s in cs.chart("country").series}
+    assert countries == {"KZ": 2, "KG": 2, "UZ": 1}
+    sev = cs.chart("severity").series
+    assert [s.key for s in sev] == ["high", "medium"] and [s.total for s in sev] == [2, 2]
+    # the table a reader gets beside the chart: newest week first, with the week's sum
+    week, values, total = cs.chart("severity").table[0]
+    assert week == date(2026, 11, 23) and values == [2, 0] and total == 2
+    kz = next(k for k in cs.countries if k.code == "KZ")
+    assert (kz.incidents, kz.recent, kz.high, kz.last_seen) == (2, 2, 2, date(2026, 11, 25))
+    assert kz.top_categories[0] == "Prosecution"
+    spark = {sp.id: sp for sp in cs.sparklines}
+    assert set(spark) == {"prosecution", "protest_crackdown", "restrictive_law"}
+    assert spark["prosecution"].total == 3 and "3 incidents in 12 months" in spark["prosecution"].description
+
+
+def test_only_the_largest_series_are_drawn_apart_the_rest_summed_as_other() -> None:
+    ids = list(CATEGORY_TITLES)[:9]
+    rows = [row(d, [c]) for n, c in enumerate(ids) for d in range(9 - n)]  # ids[0] 9 times ... ids[8] once
+    series = chart_set(rows, now=NOW, category_titles=CATEGORY_TITLES).chart("category").series
+    assert [s.key for s in series] == [*ids[:6], "_other"]
+    assert series[-1].label == "Other categories (3)" and series[-1].total == 3 + 2 + 1
+
+
+# --- drawing -----------------------------------------------------------------------------------------------------
+
+
+def test_svg_has_a_viewbox_a_title_and_no_script_or_remote_resource() -> None:
+    cs = render(
+        chart_set(
+            [row(1, ["prosecution"]), row(9, ["intimidation"])], now=NOW, category_titles=CATEGORY_TITLES
+        )
+    )
+    for c in cs.charts:
+        for svg in (c.svg, c.svg_narrow):
+            assert svg is not None and svg.startswith("<svg")
+            assert_inert(svg)
+            assert re.search(r'viewBox="0 0 \d+ \d+"', svg)  # scales to any width
+            assert f"<title>{c.title}</title>" in svg
+    for sp in cs.sparklines:
+        assert sp.svg is not None and sp.svg.startswith("<svg")
+        assert_inert(sp.svg)
+
+
+def test_labels_are_escaped_in_the_svg() -> None:
+    titles = {**CATEGORY_TITLES, "prosecution": '<script>alert("x")</script> & <b>bold</b>'}
+    cs = chart_set([row(1, ["prosecution"])], now=NOW, category_titles=titles)
+    svg = render_svg(cs.chart("category"))
+    assert svg is not None
+    assert_inert(svg)
+    assert "&lt;script&gt;alert" in svg and "&amp; &lt;b&gt;bold&lt;/b&gt;" in svg
+
+
+def test_an_empty_period_draws_nothing() -> None:
+    cs = render(chart_set([row(500, ["prosecution"])], now=NOW, category_titles=CATEGORY_TITLES))
+    assert cs.empty and cs.incidents == 0
+    assert all(c.empty and c.svg is None and c.svg_narrow is None for c in cs.charts)
+    assert cs.sparklines == [] and cs.countries == []
+
+
+def test_png_for_email() -> None:
+    svg = render_svg(
+        chart_set([row(1, ["prosecution"])], now=NOW, category_titles=CATEGORY_TITLES).chart("severity")
+    )
+    assert svg is not None
+    data = png(svg)
+    if data is None:
+        pytest.skip("cairo is not installed here: emails go without charts")
+    assert data.startswith(b"\x89PNG\r\n\x1a\n")
+    width = int.from_bytes(data[16:20], "big")
+    assert width == 1600  # the 800-wide chart at twice its size, sharp on a phone's screen
+
+
+# --- on the site -------------------------------------------------------------------------------------------------
+
+
+class Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def tags(path: Path) -> list[tuple[str, dict[str, str | None]]]:
+    p = Tags()
+    p.feed(path.read_text(encoding="utf-8"))
+    return p.tags
+
+
+def add_incidents(engine: Engine, n: int, *, now: datetime) -> None:
+    """`n` incidents spread over the year before `now`, in a few categories and countries (rows only: the charts
+    read incidents, not their reports)."""
+    cats = ["prosecution", "protest_crackdown", "media_restriction", "intimidation"]
+    countries = [["KZ"], ["KZ"], ["KG"], ["KZ", "RU"], ["UZ"]]
+    with Session(engine) as s:
+        for i in range(n):
+            d = now - timedelta(days=(i * 7.3) % 360)
+            s.add(
+                Incident(
+                    title=f"Incident {i}",
+                    categories=[cats[i % len(cats)]],
+                    countries=countries[i % len(countries)],
+                    severity=["high", "medium", "low"][i % 3],
+                    first_seen=d,
+                    last_seen=d,
+                    updated_at=d,
+                    item_count=1,
+                )
+            )
+        s.commit()
+
+
+def site(engine: Engine, out: Path, *, now: datetime, extra: int = 0) -> Path:
+    ids = store(engine, [MAMAI_EN, MAMAI_RU, replace(NGO_LAW, hours=30)])
+    with session_scope(engine) as s:
+        group_items(s, ids, now=T0 + timedelta(days=3))
+    if extra:
+        add_incidents(engine, extra, now=now)
+    build_site(engine, out, now=now)
+    return out
+
+
+def test_site_charts_page_has_pictures_and_their_tables(engine: Engine, tmp_path: Path) -> None:
+    out = site(engine, tmp_path / "site", now=T0 + timedelta(days=3), extra=120)
+    page = out / "charts.html"
+    html = page.read_text(encoding="utf-8")
+    imgs = [a for t, a in tags(page) if t == "img"]
+    assert [a["src"] for a in imgs] == ["charts/category.svg", "charts/country.svg", "charts/severity.svg"]
+    assert all(a.get("alt") and "table below" in (a["alt"] or "") for a in imgs)
+    sources = [a["srcset"] for t, a in tags(page) if t == "source"]
+    assert sources == [
+        "charts/category-narrow.svg",
+        "charts/country-narrow.svg",
+        "charts/severity-narrow.svg",
+    ]
+    assert html.count("<details") == 3 and html.count("<table") == 4  # one per chart, and the one by country
+    for name in ("category", "country", "severity"):
+        for f in (f"{name}.svg", f"{name}-narrow.svg"):
+            assert_inert((out / "charts" / f).read_text(encoding="utf-8"))
+    # the table by country: Kazakhstan first, with its 12-month count
+    m = re.search(r'<tr><th scope="row">Kazakhstan</th><td>(\d+)</td>', html)
+    assert m and int(m.group(1)) == 2 + 120 * 3 // 5  # two from the stories, three in five of the rows
+    assert "<script" not in html.split("<footer", 1)[0]  # the charts page runs nothing
+    index = out / "index.html"
+    sparks = [a for t, a in tags(index) if t == "img" and (a.get("src") or "").startswith("charts/spark-")]
+    assert {a["src"] for a in sparks} >= {
+        "charts/spark-prosecution.svg",
+        "charts/spark-protest_crackdown.svg",
+    }
+    assert all(re.search(r"\d+ incidents? in 12 months", a.get("alt") or "") for a in sparks)
+    assert 'href="charts.html"' in index.read_text(encoding="utf-8")
+
+
+def test_site_over_an_empty_period_says_no_incidents(engine: Engine, tmp_path: Path) -> None:
+    out = tmp_path / "site"
+    site(engine, out, now=T0 + timedelta(days=3), extra=10)
+    assert (out / "charts" / "category.svg").is_file()
+    site_later = T0 + timedelta(days=3 * 365)  # the same database two years on: nothing in the last 12 months
+    build_site(engine, out, now=site_later)
+    page = (out / "charts.html").read_text(encoding="utf-8")
+    assert page.count("No incidents in these 12 months.") == 3
+    assert not [a for t, a in tags(out / "charts.html") if t == "img"]
+    assert list((out / "charts").glob("*.svg")) == []  # the old pictures are gone, nothing links them
+    assert "No incidents in the last 12 months." in (out / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
+@pytest.mark.parametrize(("width", "mobile"), [(1280, False), (390, True)])
+def test_charts_in_chromium(engine: Engine, tmp_path: Path, width: int, mobile: bool) -> None:
+    out = site(engine, tmp_path / "site", now=T0 + timedelta(days=3), extra=200)
+    with StaticServer(out) as srv, Browser() as browser:
+        page = browser.page(width=width, height=900, mobile=mobile)
+        for name in ("charts.html", "index.html"):
+            page.goto(f"{srv.url}/{name}")
+            page.settle()
+            page.screenshot(tmp_path / f"{name}-{width}.png")
+            assert page.errors() == []
+            assert (
+                page.evaluate("document.documentElement.scrollWidth") <= width
+            )  # nothing wider than the phone
+            shown = page.evaluate(
+                "Array.from(document.images).map(i => [i.currentSrc.split('/').pop(), i.naturalWidth,"
+                " Math.round(i.getBoundingClientRect().width)])"
+            )
+            assert shown and all(natural > 0 for _, natural, _ in shown), shown  # no broken picture
+            if name == "charts.html":
+                # the phone gets the narrow drawing, with type it can read; the desktop the wide one
+                want = "category-narrow.svg" if width < 600 else "category.svg"
+                assert shown[0][0] == want and shown[0][2] <= width
+            page.evaluate("document.querySelector('details.data')?.setAttribute('open', '')")
+        assert all(r.startswith(srv.url) or r.startswith("data:") for r in page.requests())
