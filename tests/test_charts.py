@@ -3,6 +3,8 @@ and what a reader sees in headless Chromium at desktop and phone width."""
 
 from __future__ import annotations
 
+import email
+import email.policy
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
@@ -13,7 +15,9 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from monitor.config.load import Config, load_config
 from monitor.deliver.charts import Row, chart_set, png, render, render_svg
+from monitor.deliver.digest import deliver_digest
 from monitor.deliver.render import CATEGORY_TITLES
 from monitor.deliver.site import build_site
 from monitor.incidents import group_items
@@ -23,11 +27,18 @@ from tests.support.browser import Browser, StaticServer, chromium_path
 from tests.support.stories import MAMAI_EN, MAMAI_RU, NGO_LAW, T0, store
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday: the current week began on Monday 23 November
-SVG_NS = "http://www.w3.org/2000/svg"
+SVG_NS = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}  # namespaces, not resources
 
 
 def row(days_ago: float, cats: list[str], countries: list[str] = ["KZ"], sev: str = "high") -> Row:  # noqa: B006
     return Row(NOW - timedelta(days=days_ago), cats, countries, sev)
+
+
+def chart_png_available() -> bool:
+    return (
+        png('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 2 2"><rect width="2" height="2"/></svg>')
+        is not None
+    )
 
 
 def assert_inert(svg: str) -> None:
@@ -35,7 +46,7 @@ def assert_inert(svg: str) -> None:
     assert "<script" not in svg.lower()
     assert not re.search(r"\son\w+\s*=", svg)
     assert not re.search(r"(?:href|src)\s*=", svg)
-    assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) <= {SVG_NS}
+    assert set(re.findall(r"https?://[^\s\"'<>)]+", svg)) <= SVG_NS
     assert "<?xml-stylesheet" not in svg and "@import" not in svg
 
 
@@ -252,3 +263,115 @@ def test_charts_in_chromium(engine: Engine, tmp_path: Path, width: int, mobile: 
                 assert shown[0][0] == want and shown[0][2] <= width
             page.evaluate("document.querySelector('details.data')?.setAttribute('open', '')")
         assert all(r.startswith(srv.url) or r.startswith("data:") for r in page.requests())
+
+
+# --- in the digest -----------------------------------------------------------------------------------------------
+
+DIGESTS = """\
+site_url: https://monitor.example.org/
+sender: "Monitor <monitor@example.org>"
+digests:
+  - name: daily
+    schedule: "0 8 * * *"
+    email:
+      recipients: [analyst@example.org]
+  - name: kg
+    schedule: "0 8 * * *"
+    filters:
+      countries: [KG]
+    email:
+      recipients: [analyst@example.org]
+  - name: alerts
+    schedule: immediate
+    email:
+      recipients: [analyst@example.org]
+"""
+
+
+def digest_db(engine: Engine, config_dir: Path) -> Config:
+    from tests.support.digestdata import add_feed, add_incident, write_digests
+
+    write_digests(config_dir, DIGESTS)
+    add_feed(engine, "kz-news")
+    add_incident(engine, 'Blogger <b>"detained"</b> in Almaty', at=NOW - timedelta(hours=2))
+    add_incidents(engine, 60, now=NOW)
+    return load_config(config_dir)
+
+
+def test_digest_page_has_inline_charts_and_the_email_has_them_as_png(
+    engine: Engine, config_dir: Path, tmp_path: Path
+) -> None:
+    cfg = digest_db(engine, config_dir)
+    run = deliver_digest(engine, cfg, "daily", now=NOW, dry_run_out=tmp_path)
+    assert run.eml_path is not None and run.html_path is not None
+    page = run.html_path.read_text(encoding="utf-8")
+    charts = page.split("<!--charts-->", 1)[1].split("<!--/charts-->", 1)[0]
+    assert charts.count("<svg") == 6  # three charts, wide and narrow
+    assert charts.count("<details>") == 3 and charts.count("<table") == 4
+    assert "<script" not in page.lower()
+    assert "Incidents per week by severity" in charts
+    for m in re.finditer(r"<svg.*?</svg>", charts, re.S):
+        assert_inert(m.group(0))
+    msg = email.message_from_bytes(run.eml_path.read_bytes(), policy=email.policy.default)
+    html_part = msg.get_body(("html",))
+    assert html_part is not None
+    html = str(html_part.get_content())
+    assert "<svg" not in html and "<details" not in html  # mail clients show neither
+    cids = re.findall(r'<img [^>]*src="cid:([^"]+)"', html)
+    if chart_png_available():
+        assert len(cids) == 3
+        related = {
+            str(p["Content-ID"]).strip("<>"): p for p in msg.walk() if p.get_content_type() == "image/png"
+        }
+        assert set(related) == set(cids)
+        assert all(p.get_content().startswith(b"\x89PNG") for p in related.values())
+    else:
+        assert cids == []
+    assert not re.search(r'src="(?!cid:)', html)  # never a remote picture
+    assert "By country" in html and "Kazakhstan" in html
+
+
+def test_digest_charts_follow_its_filters_and_say_no_incidents_when_none(
+    engine: Engine, config_dir: Path, tmp_path: Path
+) -> None:
+    cfg = digest_db(engine, config_dir)
+    kg = deliver_digest(engine, cfg, "kg", now=NOW, dry_run_out=tmp_path)
+    assert kg.html_path is not None
+    page = kg.html_path.read_text(encoding="utf-8")
+    assert "12 incidents this digest covers" in page  # one in five of the rows is about Kyrgyzstan
+    assert "<th>Kazakhstan</th>" not in page
+    # two years on, nothing in the last 12 months: a note, no picture
+    later = deliver_digest(
+        engine, cfg, "daily", now=NOW + timedelta(days=800), dry_run_out=tmp_path / "later"
+    )
+    assert later.html_path is not None and later.eml_path is not None
+    page = later.html_path.read_text(encoding="utf-8")
+    assert "No incidents this digest covers were first reported in the last 12 months." in page
+    assert "<svg" not in page and "<img" not in page
+    assert b"image/png" not in later.eml_path.read_bytes()
+    alert = deliver_digest(engine, cfg, "alerts", now=NOW, dry_run_out=tmp_path / "alert")
+    assert alert.html_path is not None and "<!--charts-->" not in alert.html_path.read_text(encoding="utf-8")
+
+
+@pytest.mark.skipif(chromium_path() is None, reason="Chromium is not installed")
+@pytest.mark.parametrize(("width", "mobile"), [(1280, False), (390, True)])
+def test_digest_page_in_chromium(
+    engine: Engine, config_dir: Path, tmp_path: Path, width: int, mobile: bool
+) -> None:
+    cfg = digest_db(engine, config_dir)
+    run = deliver_digest(engine, cfg, "daily", now=NOW, dry_run_out=tmp_path)
+    assert run.html_path is not None
+    with StaticServer(tmp_path) as srv, Browser() as browser:
+        page = browser.page(width=width, height=900, mobile=mobile)
+        page.goto(f"{srv.url}/daily.html")
+        page.settle()
+        page.screenshot(tmp_path / f"digest-{width}.png")
+        assert page.errors() == []
+        assert page.evaluate("document.documentElement.scrollWidth") <= width
+        shown = page.evaluate(
+            "Array.from(document.querySelectorAll('.charts .svg')).filter(e => e.offsetWidth > 0)"
+            ".map(e => [e.className, Math.round(e.getBoundingClientRect().width)])"
+        )
+        want = "svg narrow" if width < 600 else "svg wide"
+        assert [c for c, _ in shown] == [want] * 3 and all(0 < w <= width for _, w in shown)
+        assert all(r.startswith(srv.url) for r in page.requests())

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ FONT = 'system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", "DejaVu Sans"
 # (width, height, an x label every n months, font scale): the wide variant for desktops and the digest page,
 # the narrow one for phones, drawn with larger type rather than shrinking the wide one to half its size.
 WIDE = (800, 340, 2, 1.0)
-NARROW = (400, 400, 3, 1.25)
+NARROW = (400, 480, 3, 1.25)
 
 
 @dataclass(frozen=True)
@@ -382,7 +383,8 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
     if chart.empty:
         return None
     width, height, every, scale = variant
-    legend_columns = 2 if width < 600 else 3
+    # Phones get one legend entry a line: two columns of category names overlap at that width.
+    legend_columns = 1 if width < 600 else 3
     g = pygal.StackedBar(
         width=width,
         height=height,
@@ -392,14 +394,11 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
         style=_style([s.colour for s in chart.series], scale),
         legend_at_bottom=True,
         legend_at_bottom_columns=legend_columns,
-        truncate_legend=-1 if width >= 600 else 24,
+        truncate_legend=-1 if width >= 600 else 40,
         show_minor_x_labels=False,
         margin_bottom=round(30 * scale),
         truncate_label=-1,
         show_x_guides=False,
-        min_scale=2,
-        max_scale=6,
-        y_labels_major_every=None,
         print_values=False,
         margin=8,
         spacing=8,
@@ -407,6 +406,9 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
     )
     g.add_xml_filter(_inert)
     g.add_xml_filter(_titled(chart.title))
+    g.y_labels = _count_ticks(
+        max((sum(w) for w in zip(*(s.values for s in chart.series), strict=True)), default=0)
+    )
     # One label per `every` months, on the first week of the month (with the year on the first label and in
     # January): week dates under every bar would overlap at any width.
     labels: list[str] = []
@@ -424,6 +426,17 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
         g.add(s.label, [v or None for v in s.values])
     svg: str = g.render(is_unicode=True)
     return svg
+
+
+def _count_ticks(top: int, most: int = 6) -> list[int]:
+    """Whole-number ticks from 0 past `top`, at most about `most` of them: counts have no fractions."""
+    step = 1
+    for candidate in (1, 2, 5, 10, 20, 25, 50, 100, 200, 250, 500, 1000, 2000, 5000, 10000):
+        step = candidate
+        if top / candidate <= most - 1:
+            break
+    end = -(-max(top, 1) // step) * step
+    return list(range(0, end + 1, step))
 
 
 def render_sparkline(values: Sequence[int], colour: str = PALETTE[0]) -> str:
@@ -531,3 +544,58 @@ def digest_charts(
         if (cats := passing(r))
     )
     return render(chart_set(kept, now=now, category_titles=category_titles))
+
+
+def for_digest(session: Session, d: Any, cats: Mapping[str, Any], *, now: datetime) -> ChartSet | None:
+    """The charts a digest's page and email carry: incidents its filters pass (countries, categories, minimum
+    severity), each counted in the categories it shows. None for an `immediate` digest: an alert about one
+    incident is no place for a year of trends."""
+    if getattr(d, "immediate", False):
+        return None
+    from monitor.deliver.digest.selection import passing_categories
+
+    wanted = set(d.filters.countries)
+
+    def passing(r: Row) -> list[str] | None:
+        if wanted and not wanted.intersection(r.countries):
+            return None
+        return passing_categories(r.categories, d, dict(cats)) or None
+
+    titles = {c: getattr(info, "title", c) for c, info in cats.items()}
+    return digest_charts(session, now=now, category_titles=titles, passing=passing)
+
+
+@dataclass(frozen=True)
+class InlineImage:
+    cid: str  # without the angle brackets
+    data: bytes
+    subtype: str = "png"
+
+
+_MARK_START, _MARK_END = "<!--charts-->", "<!--/charts-->"
+
+
+def email_variant(
+    page_html: str, charts: ChartSet | None, env: Any, domain: str
+) -> tuple[str, list[InlineImage]]:
+    """The digest page as the email's HTML part: the inline SVG block (between the template's <!--charts-->
+    marks) becomes PNG pictures attached by Content-ID, which mail clients show without fetching anything, or
+    goes when cairo is not installed. Returns the HTML and the pictures to attach."""
+    start, end = page_html.find(_MARK_START), page_html.find(_MARK_END)
+    if charts is None or start < 0 or end < start:
+        return page_html, []
+    images: list[InlineImage] = []
+    shown: list[tuple[Chart, str | None]] = []
+    for c in charts.charts:
+        data = png(c.svg, scale=1.5) if c.svg else None
+        if c.svg and data is None:
+            images = []
+            shown = []
+            break  # no cairo here: no pictures at all rather than some
+        cid = None
+        if data is not None:
+            cid = f"chart-{c.id}.{uuid.uuid4().hex[:16]}@{domain}"
+            images.append(InlineImage(cid, data))
+        shown.append((c, cid))
+    block = env.get_template("email/_charts_email.html").render(charts=charts, shown=shown)
+    return page_html[:start] + block + page_html[end + len(_MARK_END) :], images

@@ -15,6 +15,8 @@ from email.utils import format_datetime, parseaddr
 
 import css_inline
 
+from monitor.deliver.charts import InlineImage
+
 # 7bit: the content manager picks quoted-printable or base64 for UTF-8 bodies instead of raw 8-bit bytes;
 # SMTP: CRLF line endings, as the wire wants them.
 POLICY = email.policy.SMTP.clone(cte_type="7bit")
@@ -65,6 +67,7 @@ def build_message(
     message_id: str,
     date: datetime,
     list_id: str | None = None,
+    images: Sequence[InlineImage] = (),
 ) -> EmailMessage:
     msg = EmailMessage(policy=POLICY)
     # A header must be one line; feed text can reach the subject through the template.
@@ -79,6 +82,11 @@ def build_message(
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: auto-responders must not reply
     msg.set_content(text, subtype="plain", charset="utf-8")
     msg.add_alternative(html, subtype="html", charset="utf-8")
+    if images:  # the HTML part becomes multipart/related: pictures it shows by cid:, nothing fetched
+        html_part = next(p for p in msg.iter_parts() if p.get_content_type() == "text/html")
+        assert isinstance(html_part, EmailMessage)
+        for img in images:
+            html_part.add_related(img.data, "image", img.subtype, cid=f"<{img.cid}>", disposition="inline")
     return msg
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from sqlmodel import Session, col, select
 
 from monitor.config.digests import DigestConfig
 from monitor.config.models import PollingSettings
+from monitor.deliver.charts import InlineImage, email_variant, for_digest
 from monitor.deliver.digest.selection import CHUNK, Pick, chunks, message_order, select_incidents
 from monitor.deliver.digest.views import (
     IncidentView,
@@ -61,6 +62,7 @@ class BuiltDigest:
     picks: list[Pick]  # every incident the message delivers, shown in full or counted
     shown: int  # how many of them the message shows in full
     context: dict[str, Any]
+    images: list[InlineImage] = field(default_factory=list)  # the email's charts, attached by cid
 
     @property
     def count(self) -> int:
@@ -85,6 +87,7 @@ class BuiltDigest:
             message_id=self.message_id,
             date=self.date,
             list_id=list_id(self.digest),
+            images=self.images,
         )
         return serialise(msg)
 
@@ -174,19 +177,22 @@ def build_digest(
         context
     )
     context["subject"] = subject
+    context["charts"] = for_digest(session, d, cats, now=now)  # monitor.deliver.charts
     env = templates(templates_dir)
     text = _render(env, "email/digest.txt", context)
     page_html = _render(env, "email/digest.html", context)
     sender = d.email.sender if d.email and d.email.sender else "monitor@localhost"
+    email_html, images = email_variant(page_html, context["charts"], env, domain_of(sender))
     return BuiltDigest(
         digest=d,
         subject=" ".join(subject.split()),
         text=text,
         page_html=page_html,
-        email_html=inline_css(page_html),
+        email_html=inline_css(email_html),
         message_id=new_message_id(d.name, sender),
         date=now,
         picks=picks,
         shown=len(views),
         context=context,
+        images=images,
     )
