@@ -52,10 +52,10 @@ SOURCES_IN_SUMMARY = 3  # sources named in the Atom entry of an incident; its pa
 EXCERPT_CHARS = 400
 _STREAM_PIECES = 256
 # Columns nothing on the site shows (an incident's grouping signature: its members' names, stems and places, the
-# largest thing it stores; a report's places), deferred: read only if a user's template asks for them.
+# largest thing it stores), deferred: read only if a user's template asks for it.
 _NOT_SHOWN_INCIDENT = [defer(getattr(Incident, name)) for name in ("signature",)]
 # Every column of a report is read now: the incident exports' location column needs its places.
-_NOT_SHOWN_ITEM: list[Any] = [defer(getattr(Item, name)) for name in ()]
+_NOT_SHOWN_ITEM: list[Any] = []
 
 
 def highlight(snippet: str, needles: Iterable[str]) -> list[tuple[str, bool]]:
