@@ -160,9 +160,10 @@ class Monitor:
         for a stored item also the incident it is in and why. NotFoundError for an unknown item id."""
         if (text is None) == (item is None):
             raise ValueError("give a text or an item id, not both")
-        incident = None
+        incident = source = None
         if item is not None:
             from monitor.incidents import explain_incident
+            from monitor.store.evidence import source_of
             from monitor.store.models import Item as ItemRow
 
             with Session(self._engine) as s:
@@ -171,6 +172,7 @@ class Monitor:
                     raise NotFoundError(f"no stored item with id {item}")
                 title, text, language = row.title, row.text, row.language
                 incident = explain_incident(s, item)
+                source = source_of(s, row)
         assert text is not None
         rules = self.config.rules
         r = rules.classify(title, text, language)
@@ -191,7 +193,15 @@ class Monitor:
         )
         places = tuple(Place(p.country, p.name, p.field, p.start, p.end, p.entry) for p in r.places)
         return Explanation(
-            tuple(r.categories), tuple(r.countries), matches, places, rules.version, item, incident, title
+            tuple(r.categories),
+            tuple(r.countries),
+            matches,
+            places,
+            rules.version,
+            item,
+            incident,
+            title,
+            source,
         )
 
     def reclassify(self, *, dry_run: bool = False, batch: int = 500) -> ReclassifyResult:

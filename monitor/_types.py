@@ -74,6 +74,9 @@ class Explanation:
     item: int | None = None
     incident: dict[str, Any] | None = None  # {"incident": {...}, "reason": ..., "text": ...}
     title: str = ""  # the headline classified with the text (a stored item's own)
+    # For a stored item: which text the rules read ("feed", "article" or "teaser"), the language decision and
+    # the evidence kept of its article page (monitor.store.evidence.evidence_of), when one was fetched.
+    source: dict[str, Any] | None = None
 
     def match(self, category: str) -> Match:
         for m in self.matches:
@@ -99,6 +102,7 @@ class Explanation:
         if self.item is not None:
             data["item"] = self.item
             data["incident"] = self.incident
+            data["source"] = self.source
         return data
 
 

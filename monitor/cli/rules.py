@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -104,12 +105,48 @@ def explain(
         raise typer.Exit(EXIT_OK)
     _print_explanation(result.title, result)
     if item is not None:
+        _print_source(result.source)
         inc = result.incident
         if inc:
             out.print(f"\n[bold]incident {inc['incident']['id']}[/bold]: {inc.get('text', '')}")
         else:
             out.print("\nnot part of an incident (it matched no category, or was not grouped yet)")
     raise typer.Exit(EXIT_OK)
+
+
+def _print_source(source: dict[str, Any] | None) -> None:
+    """Which text was classified and the evidence kept of the article page (untrusted text: no markup)."""
+    if not source:
+        return
+    classified = source.get("classified")
+    what = {"feed": "the feed's text", "article": "the article page's text", "teaser": "the feed's teaser"}
+    out.print(f"\nclassified: {what.get(str(classified), classified)}", markup=False)
+    lang = source.get("language") or {}
+    if lang:
+        rules = ", ".join(lang.get("rules") or [])
+        out.print(
+            f"language: {lang.get('language')} ({lang.get('source')}; detected {lang.get('detected')} "
+            f"at {lang.get('confidence')}, declared {lang.get('declared')}; rules: {rules})",
+            markup=False,
+        )
+    art = source.get("article")
+    if not art:
+        return
+    out.print(f"article: {art['url']} [{art['state']}, {art['attempts']} attempt(s)]", markup=False)
+    if art.get("reason"):
+        retry = f"; next try {art['next_attempt_at']}" if art.get("next_attempt_at") else "; given up"
+        out.print(f"  not read: {art['reason']}: {art.get('detail')}{retry}", markup=False)
+    if art.get("fetched_at"):
+        out.print(
+            f"  fetched {art['fetched_at']} from {art.get('final_url')} (HTTP {art.get('http_status')}), "
+            f"sha256 {art.get('sha256')}",
+            markup=False,
+        )
+    if art.get("evidence"):
+        kept = f", raw page archived ({art['archived_bytes']} bytes)" if art.get("archived_bytes") else ""
+        out.print(
+            f"  evidence kept: extracted text of {len(art.get('text') or '')} characters{kept}", markup=False
+        )
 
 
 # ---- eval ---------------------------------------------------------------------------------------------------

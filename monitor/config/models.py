@@ -96,6 +96,8 @@ class PollingSettings(Strict):
 class ArticleSettings(Strict):
     # Politeness: at most one article request per host per this many seconds (0: no pacing).
     per_host_interval: Duration = Field(1.0, ge=0)
+    # Pages fetched while a feed is stored, per fetch of the feed; more teasers than this are read by the retries.
+    max_inline: int = Field(10, ge=0)
 
 
 class RetentionSettings(Strict):

@@ -50,6 +50,7 @@ Reason = Literal[
     "paywall",  # the page says the story is for subscribers
     "other_host",  # redirected to another host (a portal front page, a tracker, a parked domain)
     "no_text",  # an HTML page with no story text on it
+    "deferred",  # not tried yet: more teasers in one document than are fetched inline (see ArticleSettings)
 ]
 
 # "auto": an entry whose feed text is shorter than this is a teaser, and the page is fetched.
@@ -270,6 +271,28 @@ class HostPacer:
             self._next[host] = max(now, due) + self.interval
 
 
+async def _unreachable(fetcher: Fetcher, url: str) -> str | None:
+    """Why no request to `url` could be sent (the fetcher would refuse it before connecting), else None."""
+    from monitor.errors import FetchError
+    from monitor.ingest import netguard
+
+    allow = netguard.private_networks_allowed(fetcher.limits.allow_private)
+    try:
+        async with asyncio.timeout(fetcher.limits.connect_timeout):
+            parsed = netguard.parse_http_url(url)
+            if allow:
+                await netguard.resolve(
+                    parsed.host, parsed.port or (443 if parsed.scheme == "https" else 80), url=url
+                )
+            else:
+                await netguard.check_url(url, allow_private=False)
+    except FetchError as exc:
+        return str(exc)
+    except TimeoutError:
+        return None  # a slow resolver: let the fetcher try, with its own limits
+    return None
+
+
 async def fetch_article(
     fetcher: Fetcher,
     url: str,
@@ -282,10 +305,16 @@ async def fetch_article(
     """Fetch and read one article page; never raises for the page's or the network's trouble."""
     from monitor.store.types import utcnow
 
+    when = now or utcnow()
+    unreachable = await _unreachable(fetcher, url)
+    if unreachable is not None:
+        # No request can reach that host (bad URL, no such name, a private address): nothing to pace.
+        return ArticleResult(
+            url=url, final_url=url, ok=False, reason="fetch", detail=unreachable, fetched_at=when
+        )
     if pacer is not None:
         await pacer.wait(url)
     fetched = await fetcher.fetch(FetchRequest(url=url, etag=etag, last_modified=last_modified))
-    when = now or utcnow()
     # Extraction is CPU work of tens of milliseconds on a big page: off the event loop, so fetches go on.
     result = await asyncio.to_thread(read_page, fetched)
     return replace(result, fetched_at=when)
@@ -318,6 +347,7 @@ class ArticleEnricher:
         self.config = config
         settings = getattr(config, "settings", None)
         interval = settings.articles.per_host_interval if settings is not None else 1.0
+        self.max_inline = int(settings.articles.max_inline) if settings is not None else 10
         self.pacer = HostPacer(float(interval))
         self.pending: dict[tuple[str, str], Pending] = {}
         self._options = {f.id: f for f in getattr(config, "feeds", [])}
@@ -360,6 +390,14 @@ class ArticleEnricher:
         mode, archive = self.options(feed_id)
         wanted = [e for e in entries if wants_article(mode, e.text, e.url)]
         articles: dict[str, ArticleResult] = {}
+        # A feed's first fetch may bring dozens of teasers from one host, which politeness spaces a second apart:
+        # past max_inline they are stored with their teaser now and read by the retries, one per host per poll.
+        wanted, later = wanted[: self.max_inline], wanted[self.max_inline :]
+        for e in later:
+            detail = f"{e.url}: queued (more than {self.max_inline} teasers in one fetch of the feed)"
+            articles[e.key] = ArticleResult(
+                url=e.url, final_url=e.url, ok=False, reason="deferred", detail=detail
+            )
         if wanted:
             async with self._fetcher() as fetcher:
                 results = await asyncio.gather(
@@ -380,3 +418,77 @@ class ArticleEnricher:
                 self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
             out.append(replace(e, text=text, language=decision.language or e.language))
         return out
+
+    def record_stage(self, session: Any, batch: Any) -> None:
+        """The after-store stage that writes the article records of the items just stored (same transaction)."""
+        from monitor.store.evidence import record_articles
+
+        record_articles(session, batch.feed_id, batch.new_item_ids, self.pending, now=batch.now)
+
+
+# --- retries ----------------------------------------------------------------------------------------------
+
+
+async def retry_articles(
+    engine: Any,
+    config: Any,
+    classifier: Any | None,
+    *,
+    now: datetime | None = None,
+    limit: int = 100,
+    fetcher_factory: Any | None = None,
+) -> dict[str, int]:
+    """Fetch again the article pages whose retry is due; an item whose page is now read gets the article as
+    its text, is classified again and (re)grouped. Returns counts: {"tried", "read", "failed"}."""
+    from monitor.store.engine import write_scope
+    from monitor.store.evidence import apply_retry, due_retries, options_by_feed
+    from monitor.store.evidence_models import ItemArticle
+    from monitor.store.models import Item
+    from monitor.store.types import utcnow
+
+    when = now or utcnow()
+    with write_scope(engine) as s:
+        # One page per host per poll: retries never wait on the politeness interval.
+        claimed: dict[str, tuple[int, str, str | None, str | None]] = {}
+        for r in due_retries(s, when, limit, host_of=_host):
+            claimed.setdefault(_host(r.url), (r.item_id, r.url, r.etag, r.last_modified))
+        due = list(claimed.values())
+    counts = {"tried": len(due), "read": 0, "failed": 0}
+    if not due:
+        return counts
+    enricher = ArticleEnricher(config, fetcher_factory)
+    async with enricher._fetcher() as fetcher:
+        results = await asyncio.gather(
+            *(
+                fetch_article(fetcher, url, pacer=enricher.pacer, etag=etag, last_modified=lm, now=when)
+                for _, url, etag, lm in due
+            )
+        )
+    archive = options_by_feed(config)
+
+    def classify(item: Item) -> None:
+        from monitor.ingest.classify import apply_classification
+
+        apply_classification(item, classifier)
+
+    changed: list[int] = []
+    with write_scope(engine) as s:
+        for (item_id, *_), art in zip(due, results, strict=True):
+            row = s.get(ItemArticle, item_id)
+            item = s.get(Item, item_id)
+            if row is None or item is None:
+                continue
+            if apply_retry(
+                s, row, art, now=when, archive=archive.get(item.feed_id, False), classify=classify
+            ):
+                counts["read"] += 1
+                changed.append(item_id)
+            elif not art.ok:
+                counts["failed"] += 1
+        if changed and classifier is not None:
+            from monitor.ingest.poll import StoredBatch, group_stage
+
+            s.flush()
+            batch = StoredBatch(feed_id="", new_item_ids=[], changed_item_ids=changed, now=when)
+            group_stage(config, classifier)(s, batch)
+    return counts

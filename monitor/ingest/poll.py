@@ -263,7 +263,16 @@ class Poller:
         self.config = config
         self.classifier = classifier
         self.after_store = list(after_store) if after_store is not None else [group_stage(config, classifier)]
-        self.enrich = enrich
+        if enrich is None:
+            # Article text for teasers and each entry's language (monitor.ingest.article); its records are
+            # written by its own stage, first, in the transaction that stores the items.
+            from monitor.ingest.article import ArticleEnricher
+
+            enrich = ArticleEnricher(config)
+        record = getattr(enrich, "record_stage", None)
+        if record is not None:
+            self.after_store.insert(0, record)
+        self.enrich: Enricher | None = enrich
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="monitor-store")
         self._states: list[dict[str, Any]] = []  # touched by the store thread only
 
@@ -353,9 +362,22 @@ class Poller:
                 with contextlib.suppress(asyncio.CancelledError):
                     await renewing
             await loop.run_in_executor(self._writer, self._flush_states)
+        await self._retry_articles(now_fn)
         report.results.sort(key=lambda r: r.feed)
         report.finished = now_fn()
         return report
+
+    async def _retry_articles(self, now_fn: Callable[[], datetime]) -> None:
+        """Article pages whose retry is due, one per host (monitor.ingest.article.retry_articles)."""
+        from monitor.ingest.article import ArticleEnricher, retry_articles
+
+        if isinstance(self.enrich, ArticleEnricher):
+            try:
+                await retry_articles(self.engine, self.config, self.classifier, now=now_fn())
+            except Exception:  # a retry's trouble must not fail the poll that stored the feeds
+                import logging
+
+                logging.getLogger(__name__).warning("article retries failed", exc_info=True)
 
     async def _renew_leases(
         self, ids: list[str], worker: str, lease_seconds: float, now_fn: Callable[[], datetime]

@@ -3,7 +3,9 @@
 Items that matched no category and belong to no incident are pruned once older than `unmatched_days`: their
 text and HTML are cleared and `pruned` is set. The row itself (URL, content hash) and its `item_source` rows
 stay, so the same entry met again is recognised and not stored a second time (monitor.store.items treats a
-pruned item as unchanged). Matched items and incidents are kept whole.
+pruned item as unchanged). Matched items and incidents are kept whole. A pruned item's article record loses its
+texts too (monitor.store.evidence.forget_articles); `prune_evidence` drops old evidence texts and raw pages, but
+never those of items in an incident unless told to (`include_incidents`): they are what proves a report.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from sqlalchemy import Engine, update
 from sqlmodel import col, select
 
 from monitor.store.engine import session_scope
+from monitor.store.evidence import forget_articles
+from monitor.store.evidence import prune_evidence as _prune_evidence
 from monitor.store.models import Item
 from monitor.store.types import utcnow
 
@@ -57,5 +61,23 @@ def prune_unmatched(
                     .where(col(Item.id).in_(ids), col(Item.pruned).is_(False))
                     .values(pruned=True, text="", html="")
                 )
+                forget_articles(s, [i for i in ids if i is not None])
                 pruned += len(ids)
+    return RetentionReport(cutoff=cutoff, pruned=pruned)
+
+
+def prune_evidence(
+    engine: Engine, *, days: int, now: datetime | None = None, include_incidents: bool = False
+) -> RetentionReport:
+    """Drop the evidence texts and raw pages read more than `days` ago; items in an incident keep theirs unless
+    `include_incidents`."""
+    cutoff = (now or utcnow()) - timedelta(days=days)
+    pruned, after = 0, 0
+    while True:
+        with session_scope(engine) as s:
+            n, last = _prune_evidence(s, before=cutoff, include_incidents=include_incidents, after=after)
+        pruned += n
+        if last is None:
+            break
+        after = last
     return RetentionReport(cutoff=cutoff, pruned=pruned)

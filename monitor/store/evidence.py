@@ -66,6 +66,17 @@ def record_articles(
         art = p.article
         row = session.get(ItemArticle, item_id) or ItemArticle(item_id=item_id, url=art.url)
         row.teaser, row.language = p.teaser, dict(p.language)
+        if art.reason == "deferred":  # not tried: due at once, for the retries of this or the next poll
+            row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
+                "retry",
+                "teaser",
+                art.reason,
+                art.detail,
+                now,
+            )
+            session.add(row)
+            written += 1
+            continue
         row.attempts += 1
         row.last_attempt_at = now
         row.etag, row.last_modified = art.etag, art.last_modified
@@ -89,14 +100,34 @@ def record_articles(
     return written
 
 
-def due_retries(session: Session, now: datetime, limit: int = 100) -> list[ItemArticle]:
+# A claimed retry is pushed this far ahead, so another poll running meanwhile does not fetch the same page; the
+# outcome, recorded right after, sets the real next time.
+RETRY_LEASE = timedelta(minutes=15)
+
+
+def due_retries(
+    session: Session, now: datetime, limit: int = 100, host_of: Any | None = None
+) -> list[ItemArticle]:
+    """The article records whose retry is due, claimed (see RETRY_LEASE); with `host_of`, the first due of each
+    host only (the others stay due for the next poll)."""
     q = (
         select(ItemArticle)
         .where(col(ItemArticle.state) == "retry", col(ItemArticle.next_attempt_at) <= now)
-        .order_by(col(ItemArticle.next_attempt_at))
-        .limit(limit)
+        .order_by(col(ItemArticle.next_attempt_at), col(ItemArticle.item_id))
+        .limit(limit * 10 if host_of else limit)
     )
-    return list(session.exec(q).all())
+    if session.get_bind().dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True)
+    rows = list(session.exec(q).all())
+    if host_of is not None:
+        first: dict[str, ItemArticle] = {}
+        for row in rows:
+            first.setdefault(host_of(row.url), row)
+        rows = list(first.values())[:limit]
+    for row in rows:
+        row.next_attempt_at = now + RETRY_LEASE
+        session.add(row)
+    return rows
 
 
 def apply_retry(
@@ -132,9 +163,12 @@ def apply_retry(
         row.etag, row.last_modified = art.etag, art.last_modified
         _fill_evidence(row, art, matched=bool(item.categories), archive=archive)
         changed = True
-    elif not art.ok:
+    else:  # refused again, or a 304: the page that could not be read has not changed
         delay = retry_delay(row.attempts)
-        row.reason, row.detail = art.reason, art.detail
+        if art.not_modified:
+            row.detail = f"{row.url}: unchanged since the last try (304)"
+        else:
+            row.reason, row.detail = art.reason, art.detail
         row.state = "retry" if delay is not None else "failed"
         row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
     session.add(row)
@@ -187,3 +221,47 @@ def forget_articles(session: Session, item_ids: list[int]) -> None:
 
 def options_by_feed(config: Any) -> Mapping[str, bool]:
     return {f.id: bool(getattr(f, "archive", False)) for f in getattr(config, "feeds", [])}
+
+
+def source_of(session: Session, item: Item) -> dict[str, Any]:
+    """Which text the rules read for a stored item, and the article record when a page was fetched for it."""
+    article = evidence_of(session, item.id) if item.id is not None else None
+    if article is None:
+        return {"classified": "feed", "language": None, "article": None}
+    language = article.pop("language")
+    return {"classified": article["classified"], "language": language, "article": article}
+
+
+def protected_item_ids(session: Session, item_ids: list[int]) -> set[int]:
+    """Of `item_ids`, those whose evidence retention must keep: items in an incident."""
+    if not item_ids:
+        return set()
+    q = select(Item.id).where(col(Item.id).in_(item_ids), col(Item.incident_id).is_not(None))
+    return {i for i in session.exec(q).all() if i is not None}
+
+
+def prune_evidence(
+    session: Session, *, before: datetime, include_incidents: bool = False, after: int = 0, batch: int = 1000
+) -> tuple[int, int | None]:
+    """Drop the kept text and raw page of evidence read before `before`, for one batch of item ids above
+    `after`; items in an incident keep theirs unless `include_incidents`. The record (URL, SHA-256, time) stays,
+    so what was read can still be named. Returns (how many pruned, the last id looked at or None when done)."""
+    q = (
+        select(ItemArticle.item_id)
+        .where(col(ItemArticle.fetched_at) < before, col(ItemArticle.item_id) > after)
+        .where((col(ItemArticle.text).is_not(None)) | (col(ItemArticle.raw_zlib).is_not(None)))
+        .order_by(col(ItemArticle.item_id))
+        .limit(batch)
+    )
+    seen = list(session.exec(q).all())
+    if not seen:
+        return 0, None
+    ids = seen
+    if not include_incidents:
+        keep = protected_item_ids(session, seen)
+        ids = [i for i in seen if i not in keep]
+    if ids:
+        session.execute(
+            update(ItemArticle).where(col(ItemArticle.item_id).in_(ids)).values(text=None, raw_zlib=None)
+        )
+    return len(ids), seen[-1]
