@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from monitor.ingest.article import (
+    ArticleResult,
     HostPacer,
     decode_html,
     fetch_article,
@@ -120,18 +121,42 @@ def test_a_page_without_story_text_says_so(server: FeedServer) -> None:
     assert not art.ok and art.reason == "no_text"
 
 
-def test_requests_to_one_host_are_paced(server: FeedServer) -> None:
-    for n in range(3):
-        server.add(f"/p{n}", (PAGES / "ru_utf8.html").read_bytes(), content_type=HTML)
-    pacer = HostPacer(0.5)
+def test_requests_to_one_host_are_paced_and_other_hosts_are_not_held_up() -> None:
+    clock = [100.0]
+    released: list[tuple[str, float]] = []
 
-    async def run() -> None:
-        async with Fetcher(FetchLimits(allow_private=True)) as f:
-            await asyncio.gather(*(fetch_article(f, server.url(f"/p{n}"), pacer=pacer) for n in range(3)))
+    async def sleep(seconds: float) -> None:  # a fake clock: sleeping moves time on, nothing waits for real
+        clock[0] += seconds
+        await asyncio.sleep(0)
 
-    asyncio.run(run())
-    times = sorted(r.at for n in range(3) for r in server.requests_for(f"/p{n}"))
-    assert len(times) == 3
-    # The pacer holds each request to a host until its interval has passed since the one before (a lower bound
-    # on the gap, not a speed; the margin is for the request's own travel to the server).
-    assert all(b - a >= 0.4 for a, b in itertools.pairwise(times))
+    pacer = HostPacer(1.0, clock=lambda: clock[0], sleep=sleep)
+
+    async def go(url: str) -> None:
+        await pacer.wait(url)
+        released.append((url, clock[0]))
+
+    urls = ["https://a.example/1", "https://www.a.example/2", "https://a.example/3", "https://b.example/1"]
+
+    async def main() -> None:
+        await asyncio.wait_for(asyncio.gather(*(go(u) for u in urls)), 5)
+
+    asyncio.run(main())
+    a_times = sorted(t for u, t in released if "a.example" in u)
+    assert a_times == [100.0, 101.0, 102.0]  # www. is the same host
+    assert next(t for u, t in released if "b.example" in u) <= 101.0  # not queued behind a.example's three
+
+
+def test_an_unreachable_host_is_refused_without_waiting_for_its_turn() -> None:
+    waited: list[str] = []
+
+    class Recording(HostPacer):
+        async def wait(self, url: str) -> None:
+            waited.append(url)
+
+    async def run() -> ArticleResult:
+        async with Fetcher(FetchLimits()) as f:  # private networks not allowed: the guard refuses loopback
+            return await fetch_article(f, "http://127.0.0.1:9/private", pacer=Recording())
+
+    art = asyncio.run(run())
+    assert not art.ok and art.reason == "fetch" and "private_address" in (art.detail or "")
+    assert waited == []

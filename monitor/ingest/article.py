@@ -18,7 +18,7 @@ import codecs
 import hashlib
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
@@ -251,10 +251,19 @@ def read_page(result: FetchResult) -> ArticleResult:
 
 
 class HostPacer:
-    """At most one article request per host per `interval` seconds, shared by every feed of a poll."""
+    """At most one article request per host per `interval` seconds, shared by every feed of a poll.
 
-    def __init__(self, interval: float = 1.0) -> None:
+    `clock` and `sleep` are time.monotonic and asyncio.sleep; tests pass a fake pair to check the schedule."""
+
+    def __init__(
+        self,
+        interval: float = 1.0,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self.interval = interval
+        self._clock, self._sleep = clock, sleep
         self._next: dict[str, float] = {}
         self._locks: dict[str, asyncio.Lock] = {}
 
@@ -264,10 +273,10 @@ class HostPacer:
         host = _host(url)
         lock = self._locks.setdefault(host, asyncio.Lock())
         async with lock:  # requests to one host queue up; other hosts go on meanwhile
-            now = time.monotonic()
+            now = self._clock()
             due = self._next.get(host, now)
             if due > now:
-                await asyncio.sleep(due - now)
+                await self._sleep(due - now)
             self._next[host] = max(now, due) + self.interval
 
 

@@ -35,6 +35,7 @@ MIN_WORDS = 3
 # A second language covering at least this share of the letters (and this many letters) makes the item mixed.
 MIXED_SHARE = 0.2
 MIXED_MIN_CHARS = 40
+SEGMENT_CONFIDENT = 0.8
 # Text beyond this is not looked at: the language is settled long before, and lingua's cost grows with length.
 SAMPLE_CHARS = 2000
 
@@ -90,27 +91,29 @@ def detect(text: str) -> Detection:
     if not letters:
         return Detection(None, 0.0)
     detector = _detector()
-    with (
-        _lock
-    ):  # lingua's detector is shared; calls from the store thread and the event loop must not interleave
+    counts: dict[str, int] = {}
+    # lingua's detector is shared; calls from the store thread and the event loop must not interleave.
+    with _lock:
         values = detector.compute_language_confidence_values(sample)
+        if not values or values[0].value <= 0:
+            return Detection(None, 0.0)
+        top = _code(values[0].language)
         segments = detector.detect_multiple_languages_of(sample) if letters >= 2 * MIXED_MIN_CHARS else []
-    if not values or values[0].value <= 0:
-        return Detection(None, 0.0)
-    top = _code(values[0].language)
-    secondary, share = None, 0.0
-    if segments:
-        counts: dict[str, int] = {}
         for seg in segments:
+            code = _code(seg.language)
+            if code == top:
+                continue
             part = sample[seg.start_index : seg.end_index]
-            counts[_code(seg.language)] = counts.get(_code(seg.language), 0) + sum(
-                ch.isalpha() for ch in part
-            )
-        others = sorted(((n, c) for c, n in counts.items() if c != top), reverse=True)
-        if others:
-            n, code = others[0]
-            if n >= MIXED_MIN_CHARS and n / letters >= MIXED_SHARE:
-                secondary, share = code, n / letters
+            # The segmenter splits plain Russian into Russian and Ukrainian or Belarusian runs now and then: a
+            # run counts only when the detector, asked about it alone, is sure of its language.
+            if detector.compute_language_confidence(part, seg.language) < SEGMENT_CONFIDENT:
+                continue
+            counts[code] = counts.get(code, 0) + sum(ch.isalpha() for ch in part)
+    secondary, share = None, 0.0
+    if counts:
+        n, code = max((n, c) for c, n in counts.items())
+        if n >= MIXED_MIN_CHARS and n / letters >= MIXED_SHARE:
+            secondary, share = code, n / letters
     return Detection(top, float(values[0].value), secondary, share)
 
 
