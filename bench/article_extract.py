@@ -6,6 +6,10 @@ breaking-news ticker, ad blocks between paragraphs, a "read also" box inside the
 related links, a comments section and a footer. The body is the "full" items of tests/data/eval/*.jsonl, so the
 known text is exact. Scored by token F1 of the extracted text against the body (tokens: lower-cased words), and
 milliseconds per page. Run: python bench/article_extract.py [--pages N]
+
+The peer is not a dependency: `pip install readability-lxml` in a throwaway venv, because it pulls in chardet,
+and feedparser uses chardet when it is importable to guess undeclared feed encodings (tests/test_parse.py pins
+the behaviour without it).
 """
 
 from __future__ import annotations

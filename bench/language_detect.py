@@ -3,7 +3,7 @@ the script heuristic the parser used (Kazakh letters -> kk, other Cyrillic -> ru
 
 Sample: the titles, and separately title + text, of tests/data/eval/*.jsonl, which carry "lang" (en/ru/kk).
 Prints accuracy per language and overall, the share of titles lingua is confident about and the accuracy on
-those, and microseconds per item. Run: python bench/language_detect.py
+those, and microseconds per item. Run: pip install langdetect; python bench/language_detect.py
 """
 
 from __future__ import annotations
