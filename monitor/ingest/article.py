@@ -361,6 +361,11 @@ class ArticleEnricher:
         self.pending: dict[tuple[str, str], Pending] = {}
         self._options = {f.id: f for f in getattr(config, "feeds", [])}
         self._fetcher_factory = fetcher_factory
+        # Load the language models now (seconds, once per process), before the poll claims any feed: loading
+        # them later would hold up the event loop, and with it the renewal of the feeds' leases.
+        from monitor.ingest.language import warm_up
+
+        warm_up()
 
     def options(self, feed_id: str) -> tuple[FullText, bool]:
         f = self._options.get(feed_id)
@@ -418,15 +423,20 @@ class ArticleEnricher:
                         url=e.url, final_url=e.url, ok=False, reason="fetch", detail=f"{e.url}: {res!r}"
                     )
                 articles[e.key] = res
-        out = []
-        for e in entries:
-            art = articles.get(e.key)
-            text = art.text if art is not None and art.ok and art.text else e.text
-            decision = decide_language(e.title, text, declared or e.language)
-            if e.key in articles or decision.language != e.language:
-                self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
-            out.append(replace(e, text=text, language=decision.language or e.language))
-        return out
+
+        def decide_all() -> list[Any]:
+            out = []
+            for e in entries:
+                art = articles.get(e.key)
+                text = art.text if art is not None and art.ok and art.text else e.text
+                decision = decide_language(e.title, text, declared or e.language)
+                if e.key in articles or decision.language != e.language:
+                    self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
+                out.append(replace(e, text=text, language=decision.language or e.language))
+            return out
+
+        # Detection is CPU work (a few ms for an article): off the event loop, so fetches and lease renewals go on.
+        return await asyncio.to_thread(decide_all)
 
     def record_stage(self, session: Any, batch: Any) -> None:
         """The after-store stage that writes the article records of the items just stored (same transaction)."""

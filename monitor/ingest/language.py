@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from lingua import LanguageDetector
 
-__all__ = ["SUPPORTED", "Detection", "LanguageDecision", "decide_language", "detect"]
+__all__ = ["SUPPORTED", "Detection", "LanguageDecision", "decide_language", "detect", "warm_up"]
 
 # ISO 639-1 codes the detector chooses among (lingua has no Kyrgyz, Uzbek or Tajik model).
 SUPPORTED = ("en", "ru", "kk", "uk", "be", "az")
@@ -77,6 +77,11 @@ def _detector() -> LanguageDetector:
     langs = [Language.from_iso_code_639_1(getattr(IsoCode639_1, c.upper())) for c in SUPPORTED]
     # Preloaded: the first item of a poll should not pay for loading models while holding up its feed.
     return LanguageDetectorBuilder.from_languages(*langs).with_preloaded_language_models().build()
+
+
+def warm_up() -> None:
+    """Load the detector's models now rather than on the first item."""
+    _detector()
 
 
 def _code(language: object) -> str:

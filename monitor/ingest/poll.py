@@ -173,7 +173,11 @@ def _parse_pool() -> ProcessPoolExecutor | None:
 
 def warm_parse_pool() -> None:
     """Start the parse workers now: a service does this before it claims feeds, so that no feed's lease runs
-    out while the first poll waits for worker processes to start and import the parser."""
+    out while the first poll waits for worker processes to start and import the parser. The language
+    detector's models load here too, for the same reason (monitor.ingest.language)."""
+    from monitor.ingest.language import warm_up
+
+    warm_up()
     pool = _parse_pool()
     if pool is None:
         return
