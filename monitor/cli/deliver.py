@@ -129,11 +129,19 @@ def digest(
             if not as_json:
                 for e in collect(exc):
                     err.print(f"[yellow]warning:[/yellow] {e.describe()}", highlight=False)
+        from monitor.deliver.notify import notify_status, send_due
+
         runs = retry_pending(engine, digests.settings if digests else DigestsSettings()) if retry else []
+        chats = send_due(engine, config=st.config if digests else None) if retry else []
         rows = digest_status(engine)
-        _print_status(rows, runs, digests, as_json)
-        problems = any(r.status == "pending" for r in runs) or any(
-            r["pending"] and r["pending"]["last_error"] for r in rows
+        targets = notify_status(engine)
+        for row in rows:
+            row["notify"] = targets.get(row["name"], [])
+        _print_status(rows, runs, digests, as_json, chats)
+        problems = (
+            any(r.status == "pending" for r in runs)
+            or any(r["pending"] and r["pending"]["last_error"] for r in rows)
+            or any(t["status"] != "delivered" and t["last_error"] for ts in targets.values() for t in ts)
         )
         raise typer.Exit(EXIT_PROBLEMS if problems else EXIT_OK)
     if not name:
@@ -154,7 +162,11 @@ def digest(
 
 
 def _print_status(
-    rows: list[dict[str, Any]], runs: list[Any], digests: Digests | None, as_json: bool
+    rows: list[dict[str, Any]],
+    runs: list[Any],
+    digests: Digests | None,
+    as_json: bool,
+    chats: list[Any] | None = None,
 ) -> None:
     configured = {d.name: d for d in digests or ()}
     by_name = {r["name"]: r for r in rows}
@@ -169,6 +181,7 @@ def _print_status(
                 "last_message_id": None,
                 "delivered": 0,
                 "pending": None,
+                "notify": [],
             },
         )
     for r in by_name.values():
@@ -178,10 +191,18 @@ def _print_status(
         r["timezone"] = d.timezone if d else None
     items = [by_name[k] for k in sorted(by_name)]
     if as_json:
-        print_json({"digests": items, "retried": [x.to_json() for x in runs]})
+        print_json(
+            {
+                "digests": items,
+                "retried": [x.to_json() for x in runs],
+                "notifications_retried": [c.to_json() for c in chats or []],
+            }
+        )
         return
     for x in runs:
         out.print("retry: " + _describe(x), highlight=False, markup=False)
+    for c in chats or []:
+        out.print(f"retry: {c.digest} -> {c.target}: {c.status}", highlight=False, markup=False)
     if not items:
         out.print("no digests configured or delivered yet")
     for r in items:
@@ -201,3 +222,13 @@ def _print_status(
                 err.print(f"  last error: {p['last_error']}", highlight=False, markup=False)
             if p["maybe_sent"]:
                 out.print("  an attempt was interrupted: it may have arrived; a resend reuses the Message-ID")
+        latest: dict[str, dict[str, Any]] = {}
+        for t in r.get("notify", []):
+            latest.setdefault(t["target"], t)  # newest first: the latest message per target
+        for target, t in latest.items():
+            line = f"  notify {target}: {t['status']}, attempts {t['attempts']}"
+            if t["status"] != "delivered":
+                line += f"; next {t['next_attempt_at'] or 'now'}"
+            out.print(line, highlight=False, markup=False)
+            if t["status"] != "delivered" and t["last_error"]:
+                err.print(f"    last error: {t['last_error']}", highlight=False, markup=False)

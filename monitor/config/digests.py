@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parseaddr
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from apscheduler.triggers.cron import CronTrigger
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from monitor.config.durations import Duration
 from monitor.config.validate import validate
@@ -113,6 +113,59 @@ class PageDelivery(_Strict):
     output: str | None = None  # folder for NAME.html and dated copies; relative to the config folder
 
 
+ENV_REF = re.compile(r"\{env:([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def _apprise_schemes() -> frozenset[str]:
+    import apprise
+
+    schemes: set[str] = set()
+    for plugin in apprise.Apprise().details(show_disabled=False).get("schemas", []):
+        for key in ("protocols", "secure_protocols"):
+            found = plugin.get("details", {}).get(key) or plugin.get(key) or []
+            schemes.update(str(p).lower() for p in ([found] if isinstance(found, str) else found))
+    return frozenset(schemes)
+
+
+def check_target(url: str) -> str:
+    """An Apprise URL as configured: its scheme must be one Apprise knows; without `{env:NAME}` placeholders it
+    must also parse whole (with them, the secrets are only there at send time)."""
+    import apprise
+
+    url = url.strip()
+    scheme, sep, _ = url.partition("://")
+    if not sep or not scheme:
+        raise ValueError(f"not an Apprise URL (scheme://...): {redact_target(url)!r}")
+    if scheme.lower() not in _apprise_schemes():
+        raise ValueError(f"unknown notification scheme {scheme!r} in {redact_target(url)!r}")
+    if not ENV_REF.search(url) and apprise.Apprise.instantiate(url) is None:
+        raise ValueError(f"Apprise cannot use {redact_target(url)!r} (malformed for its scheme)")
+    return url
+
+
+def redact_target(url: str) -> str:
+    """What may be shown of a target: Apprise's own privacy rendering when it parses, else the scheme and host."""
+    try:
+        import apprise
+
+        obj = apprise.Apprise.instantiate(url) if not ENV_REF.search(url) else None
+        if obj is not None:
+            return str(obj.url(privacy=True)).split("?", 1)[0]
+    except Exception:  # a target that cannot be parsed is shown by its scheme and host only
+        pass
+    m = re.match(r"^([A-Za-z0-9+.-]+)://(?:[^@/]*@)?([^/?#:]*)", url)
+    return f"{m.group(1)}://{m.group(2)}/..." if m else "(unparsable target)"
+
+
+class NotifyDelivery(_Strict):
+    """Chat and push targets (Apprise URLs). Secrets stay out of the file: write `{env:NAME}` where a token goes,
+    or list whole URLs in MONITOR_NOTIFY_URLS_<DIGEST> (separated by spaces or commas)."""
+
+    # Each URL checked on its own, so every bad one is reported with its own line.
+    urls: list[Annotated[str, AfterValidator(check_target)]] = Field(default_factory=list)
+    timeout: Duration = 20  # seconds for one send to one target
+
+
 class DigestConfig(_Strict):
     name: str
     title: str | None = None  # heading of the email and page; default from the name
@@ -121,6 +174,7 @@ class DigestConfig(_Strict):
     filters: DigestFilters = Field(default_factory=DigestFilters)
     email: EmailDelivery | None = None
     page: PageDelivery | None = None
+    notify: NotifyDelivery | None = None
     send_empty: bool = False
     # How far back the very first digest of a new subscription looks; afterwards the position decides.
     first_lookback: Duration = 86400
@@ -163,8 +217,10 @@ class DigestConfig(_Strict):
 
     @model_validator(mode="after")
     def _somewhere(self) -> DigestConfig:
-        if self.email is None and (self.page is None or self.page.output is None):
-            raise ValueError("a digest needs `email` (recipients) or `page.output`, or it goes nowhere")
+        if self.email is None and (self.page is None or self.page.output is None) and self.notify is None:
+            raise ValueError(
+                "a digest needs `email` (recipients), `page.output` or `notify` (urls), or it goes nowhere"
+            )
         return self
 
     @property

@@ -56,7 +56,11 @@ def deliver_digest(
 
 
 def retry_pending(engine: Engine, config: Config) -> list[DigestOutcome]:
-    return [describe_run(r) for r in _digest.retry_pending(engine, config.digests.settings)]
+    from monitor.deliver.notify import send_due
+
+    runs = [describe_run(r) for r in _digest.retry_pending(engine, config.digests.settings)]
+    send_due(engine, config=config)  # chat targets back off on their own rows
+    return runs
 
 
 def last_run_at(engine: Engine, name: str) -> datetime | None:

@@ -83,6 +83,9 @@ class DigestRun:
     html_path: Path | None = None
     page_path: Path | None = None
     previous: DigestRun | None = None  # an older pending message of the same digest, retried first
+    notifications: list[Any] = field(
+        default_factory=list
+    )  # monitor.deliver.notify.NotifyRun, per chat target
 
     @property
     def ok(self) -> bool:
@@ -109,6 +112,7 @@ class DigestRun:
             "html": str(self.html_path) if self.html_path else None,
             "page": str(self.page_path) if self.page_path else None,
             "previous": self.previous.to_json() if self.previous else None,
+            "notifications": [n.to_json() for n in self.notifications],
         }
 
 

@@ -15,6 +15,7 @@ from sqlmodel import Session
 from monitor.config.load import Config
 from monitor.deliver.digest.compose import build_digest
 from monitor.deliver.digest.outbox import DigestRun, Entry, attempt, enqueue, open_row_id, touch
+from monitor.deliver.notify import enqueue_notifications, send_due
 from monitor.store.digest_models import DigestState
 from monitor.store.engine import session_scope
 from monitor.store.types import utcnow
@@ -114,10 +115,14 @@ def deliver_digest(
                 updates=built.updates,
                 entries=entries,
             )
+            # In the same transaction: a message has its notification rows from the start, or none at all.
+            enqueue_notifications(s, outbox_id, d, built, now=now, titles=config.category_titles)
     except IntegrityError:
         # Another process built this digest's next message at the same moment (open_key is unique): it sends.
         return DigestRun(digest=name, status="busy", recipients=recipients, previous=previous)
 
     run = attempt(engine, outbox_id, settings, now, force=True)
     run.previous = previous
+    # Each chat target on its own row: a failing one backs off without holding back the email or the others.
+    run.notifications = send_due(engine, config=config, now=now, digest=name)
     return run
