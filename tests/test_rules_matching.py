@@ -9,7 +9,7 @@ from pathlib import Path
 
 from monitor.rules import Classifier, load_classifier
 from monitor.rules.morph import Expander, english_forms, kazakh_stems
-from monitor.rules.normalize import fold, fold_with_map, token_string
+from monitor.rules.normalize import WORD_RE, fold, fold_with_map, folded_words, token_string
 
 
 def classifier(
@@ -266,6 +266,35 @@ def test_offsets_of_hits_far_into_a_long_text(tmp_path: Path) -> None:
     for n in (0, 3, 4, 31, 32, 33, 37, 999):
         words = filler.split()
         words[n] = "ARRESTED"
-        text = " ".join(words)
-        [hit] = c.classify("", text).matches["p"].hits
+        # an article matches on its lead, then shows every place the rule holds
+        text = "Arrest. " + " ".join(words)
+        lead, hit = c.classify("", text).matches["p"].hits
+        assert text[lead.start : lead.end] == "Arrest"
         assert text[hit.start : hit.end] == "ARRESTED", n
+
+
+def test_folded_words_equal_the_word_regex() -> None:
+    samples = [
+        "«Тілші» (редактор), 2024-ші жылы... ҚАМАУҒА алынды!",
+        "police_van a.b.c — “quoted” ‘single’ x/y ² й",
+        "и\u0306 naïve e\u0301tude __init__ -- ,,, ",
+        "",
+        "   ",
+    ]
+    for s in samples:
+        f = fold(s)
+        assert folded_words(f) == WORD_RE.findall(f), s
+
+
+def test_an_article_matches_on_its_headline_and_lead(tmp_path: Path) -> None:
+    c = classifier(tmp_path, {"p": "en:arrest NOT football"})
+    background = " ".join(["The court heard the case again on Monday."] * 12)  # 96 words
+    assert "p" in c.classify("", "Police arrest a poet. " + background).categories
+    # the same word deep in an article is background, not what it is about
+    assert "p" not in c.classify("", background + " In 2019 he was under arrest.").categories
+    # a teaser is matched whole
+    assert "p" in c.classify("", "The court heard the case on Monday. He is under arrest.").categories
+    # an exclusion counts anywhere in the article
+    assert (
+        "p" not in c.classify("", "Police arrest a fan. " + background + " The football club...").categories
+    )

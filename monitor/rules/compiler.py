@@ -149,16 +149,30 @@ Result = list[Span] | None
 class Hits(dict[int, list[tuple[int, int, int]]]):
     """atom id -> [(field, first word, last word)], plus the words of each field for checking phrases."""
 
-    def __init__(self, fields: tuple[str, str] = (" ", " ")) -> None:
+    def __init__(
+        self, fields: tuple[str, str] = (" ", " "), words: tuple[list[str], list[str]] | None = None
+    ) -> None:
         super().__init__()
         self._strings = fields
-        self._words: list[list[str] | None] = [None, None]
+        # the scan already has each field's word list: no need to split its token string again
+        self._words: list[list[str] | None] = [None, None] if words is None else list(words)
+        self.whole: Hits = self  # what NOT looks in: the whole item, also when matching only its lead
 
     def words(self, fld: int) -> list[str]:
         w = self._words[fld]
         if w is None:
             w = self._words[fld] = self._strings[fld].split()
         return w
+
+    def within(self, fld: int, last_word: int) -> Hits:
+        """The hits of field `fld` that end at or before word `last_word`, and every hit of the other field."""
+        out = Hits(self._strings, (self.words(TITLE), self.words(TEXT)))
+        for atom, spans in self.items():
+            kept = [sp for sp in spans if sp[0] != fld or sp[2] <= last_word]
+            if kept:
+                out[atom] = kept
+        out.whole = self.whole
+        return out
 
 
 WordTest = Callable[[str], bool]
@@ -283,7 +297,8 @@ class CNot(CNode):
         self.child = child
 
     def eval(self, hits: Hits, fld: int | None) -> Result:
-        return [] if self.child.eval(hits, fld) is None else None
+        # an exclusion anywhere in the item counts: "football" in the fifth paragraph still says what it is about
+        return [] if self.child.eval(hits.whole, fld) is None else None
 
 
 class CNear(CNode):

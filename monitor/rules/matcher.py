@@ -33,8 +33,13 @@ from monitor.rules.explain import (
 )
 from monitor.rules.gazetteer import Gazetteer
 from monitor.rules.morph import KK_NOUN_RE, KK_NOUN_VOICED_RE, KK_VERB_RE
-from monitor.rules.normalize import WORD_RE, Folded, fold_with_map, tokens_of_folded
+from monitor.rules.normalize import WORD_RE, Folded, fold_with_map, folded_words, tokens_of_folded
 
+# An article (a text of ARTICLE_WORDS words or more) is matched on its headline and lead, the first LEAD_WORDS
+# words of the text: news puts the event there, and what follows is background (an earlier case, what the law
+# says, who else was once detained) that fired categories the item is not about. Teasers are matched whole.
+ARTICLE_WORDS = 80
+LEAD_WORDS = 60
 MAX_HITS_SHOWN = 20  # per category; an article repeating a word 50 times needs no 50 snippets
 WEIGHT_CAP = 3  # occurrences of one weighted entry that count towards the score
 
@@ -188,11 +193,13 @@ class Classifier:
     def _scan(self, title: str, text: str) -> _Scan:
         ft = fold_with_map(title or "")
         fx = fold_with_map(text or "")
-        head = tokens_of_folded(ft.folded)
-        tstring = head + "\n" + tokens_of_folded(fx.folded)
+        tw, xw = folded_words(ft.folded), folded_words(fx.folded)
+        head = " " + " ".join(tw) + " " if tw else " "
+        body = " " + " ".join(xw) + " " if xw else " "
+        tstring = head + "\n" + body
         boundary = len(head)
-        title_spaces = head.count(" ")
-        hits = Hits((head, tstring[boundary + 1 :]))
+        title_spaces = len(tw) + 1 if tw else 1
+        hits = Hits((head, body), (tw, xw))
         if self._empty:
             return _Scan((ft, fx), hits)
         # word index of a match = spaces before it, counted from the previous match (matches come in order of
@@ -277,6 +284,8 @@ class Classifier:
         """
         scan = self._scan(title, text)
         hits = scan.hits
+        if len(hits.words(TEXT)) >= ARTICLE_WORDS:
+            hits = hits.within(TEXT, LEAD_WORDS - 1)
         matches: dict[str, CategoryMatch] = {}
         found: list[tuple[str, str, float, list[Hit]]] = []
         if hits:
@@ -293,7 +302,7 @@ class Classifier:
                     m = self._match_category(plan, hits, sat)
                     if m is not None:
                         found.append(m)
-        places = self.gazetteer.resolve(hits) if hits else []
+        places = self.gazetteer.resolve(scan.hits) if scan.hits else []  # places: the whole text
         needed: list[set[int]] = [set(), set()]
         for _c, _rule, _score, chosen in found:
             for h in chosen:
@@ -324,6 +333,8 @@ class Classifier:
             if need <= sat:
                 r = rule.node.eval(hits, None)
                 if r is not None:
+                    if hits.whole is not hits:  # fired in the lead: show every place it holds in the article
+                        r = rule.node.eval(hits.whole, None) or r
                     fired, spans = rule, r
                     break
         if cat.rules and fired is None:

@@ -163,9 +163,32 @@ def fold_with_map(text: str) -> Folded:
     return Folded(text, "".join(parts), index_map)
 
 
+# Punctuation that sticks to the edges of words in news text; stripping it lets most chunks skip the regex.
+_EDGE_PUNCT = ".,;:!?\"'()[]«»‹›“”„‟‘’‚—–-…/*"
+
+
+def folded_words(folded: str) -> list[str]:
+    """`WORD_RE.findall(folded)`, faster: most whitespace-separated chunks are one word, perhaps with punctuation
+    at its edges, and `str.isalnum` (\\w without the underscore) says so at C speed; only the other chunks take
+    the regex. The result is the same list (tests/test_rules_matching.py compares them)."""
+    out: list[str] = []
+    app, ext, findall = out.append, out.extend, WORD_RE.findall
+    strip = _EDGE_PUNCT
+    for chunk in folded.split():
+        if chunk.isalnum():
+            app(chunk)
+            continue
+        core = chunk.strip(strip)
+        if core.isalnum():
+            app(core)
+        else:
+            ext(findall(chunk))
+    return out
+
+
 def tokens_of_folded(folded: str) -> str:
     """Token string of already folded text; a single space when there are no words."""
-    ws = WORD_RE.findall(folded)
+    ws = folded_words(folded)
     return " " + " ".join(ws) + " " if ws else " "
 
 
