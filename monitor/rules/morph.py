@@ -14,7 +14,8 @@
   chain plural + possessive + case + -ғы (Алматыдағы); a term ending in -у/-ю is a verb in its dictionary form
   and its root (қамау -> қама-, жабу -> жаб-/жап-) may be followed by voice (passive -ыл/-л/-ын, causative),
   negation, and a tense, participle, converb or verbal-noun ending with its own noun chain. Stem-final к/қ/п
-  voice before vowels (наразылық -> наразылығы). Limits: vowel harmony and consonant assimilation are not
+  voice before vowels (наразылық -> наразылығы, мектеп -> мектебі), verb roots devoice (жабу -> жапты, шығу ->
+  шықты), and a high vowel after a sonorant drops before a vowel (орын -> орны, халық -> халқы). Limits: vowel harmony and consonant assimilation are not
   enforced (an impossible suffix only matches words that do not exist), stems that change inside are not
   handled, and derivation (-лық, -шы) is not expansion: such words are their own terms.
 
@@ -34,7 +35,7 @@ from typing import Any
 
 from monitor.rules.normalize import fold
 
-MORPH_VERSION = "2"  # bump when expansion logic changes, so cached expansions are rebuilt
+MORPH_VERSION = "3"  # bump when expansion logic changes, so cached expansions are rebuilt
 LANGUAGES = ("en", "ru", "uk", "kk")
 
 # ---- Kazakh suffix grammar ---------------------------------------------------------------------------
@@ -43,11 +44,14 @@ _PL = "(?:лар|лер|дар|дер|тар|тер)"
 _POSS = "(?:ымыз|іміз|мыз|міз|ыңыз|іңіз|ңыз|ңіз|ым|ім|ың|ің|сы|сі|ы|і|м|ң)"
 _CASE = (
     "(?:ның|нің|дың|дің|тың|тің|ға|ге|қа|ке|на|не|а|е|ны|ні|ды|ді|ты|ті|н"
-    "|нда|нде|да|де|та|те|нан|нен|дан|ден|тан|тен|мен|бен|пен|ша|ше)"
+    "|нда|нде|да|де|та|те|нан|нен|дан|ден|тан|тен|менен|бенен|пенен|мен|бен|пен|ша|ше)"
 )
 # -ғы/-гі makes adjectives of locatives (Алматыдағы); after anything else it would let жала match жалақы
 _LOC_ADJ = "(?:да|де|та|те|нда|нде)(?:ғы|гі|қы|кі)"
-_NOUN_TAIL = f"{_PL}?{_POSS}?(?:{_LOC_ADJ}|{_CASE})?"
+# the -ғы adjective is a noun again: Алматыдағылар, соттағыны
+_NOUN_TAIL = f"{_PL}?{_POSS}?(?:{_LOC_ADJ}{_PL}?{_CASE}?|{_CASE})?"
+# predicative person endings after a participle: ұсталғанмын, қамалғанбыз
+_PRED = "(?:мын|мін|бын|бін|пын|пін|сың|сің|сыз|сіз|мыз|міз|быз|біз|пыз|піз)?"
 _VOICE = "(?:ыл|іл|л|ын|ін|н|ыс|іс|с|ғыз|гіз|қыз|кіз|дыр|дір|тыр|тір|т){0,2}"
 _NEG = "(?:ма|ме|ба|бе|па|пе)?"
 _PERSON = "(?:м|ң|ңыз|ңіз|қ|к|ңдар|ңдер|ңыздар|ңіздер|лар|лер)"
@@ -60,8 +64,10 @@ _VERB_END = (
     f"|(?:са|се){_PERSON}?"  # conditional
     "|(?:мақшы|мекші|бақшы|бекші|пақшы|пекші)"  # intention
     "|(?:сын|сін|айын|ейін|йын|йін|айық|ейік|йық|йік)"  # optative/imperative
+    "|(?:ыңыз|іңіз|ңыз|ңіз|ыңдар|іңдер|ңдар|ңдер|ыңыздар|іңіздер|ңыздар|ңіздер)"  # polite/plural imperative
+    "|(?:стан|стен)"  # after negation: -мастан (without doing)
     "|(?:ған|ген|қан|кен|атын|етін|йтын|йтін|ар|ер|р|мақ|мек|бақ|бек|пақ|пек|ушы|уші|у"
-    f"|ғалы|гелі|қалы|келі|ғанша|генше|қанша|кенше){_NOUN_TAIL}"  # participles, verbal nouns: ұсталғандар
+    f"|ғалы|гелі|қалы|келі|ғанша|генше|қанша|кенше){_NOUN_TAIL}{_PRED}"  # participles, verbal nouns: ұсталғандар
     ")"
 )
 KK_NOUN_RE = re.compile(_NOUN_TAIL)
@@ -73,13 +79,18 @@ _KK_VOWELS = set("аәеиоөұүыіэюя")
 _KK_BACK = set("аоұыя")
 _VOICING = {"к": "г", "қ": "ғ", "п": "б"}
 _DEVOICING = {v: k for k, v in _VOICING.items()}
+_DROP_AFTER = set("рлйуң")
 
 
 def kazakh_stems(word: str) -> list[tuple[str, str]]:
     """(stem, check) pairs for a folded Kazakh word: the stem is matched as a word prefix and the rest of the
     word must satisfy KK_CHECKS[check]."""
     out: list[tuple[str, str]] = []
-    if len(word) >= 4 and word[-1] in "ую":
+    # three letters make a verb when a consonant comes before -у (алу, ету, оқу) or it ends in -ю (жою, қою);
+    # шоу, ту are nouns
+    if word[-1] in "ую" and (
+        len(word) >= 4 or (len(word) == 3 and (word[-1] == "ю" or word[1] not in _KK_VOWELS))
+    ):
         root = word[:-1] + ("й" if word[-1] == "ю" else "")
         roots = {root}
         if root[-1] not in _KK_VOWELS:
@@ -94,6 +105,10 @@ def kazakh_stems(word: str) -> list[tuple[str, str]]:
     out.append((word, "kk_noun"))
     if word[-1] in _VOICING:
         out.append((word[:-1] + _VOICING[word[-1]], "kk_noun_v"))
+    if len(word) >= 4 and word[-2] in "ыі" and word[-3] in _DROP_AFTER and word[-1] not in _KK_VOWELS:
+        # a high vowel between a sonorant and the final consonant drops before a vowel, and the consonant then
+        # stays voiceless: орын -> орны, халық -> халқы, ғұрып -> ғұрпы, көңіл -> көңлі
+        out.append((word[:-2] + word[-1], "kk_noun_v"))
     return out
 
 
