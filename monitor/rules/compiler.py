@@ -167,7 +167,16 @@ class Hits(dict[int, list[tuple[int, int, int]]]):
     def within(self, fld: int, last_word: int) -> Hits:
         """The hits of field `fld` that end at or before word `last_word`, and every hit of the other field."""
         out = Hits(self._strings, (self.words(TITLE), self.words(TEXT)))
+        # an atom's spans come in text order (the scan appends them as it goes), so most lists are wholly inside
+        # or wholly outside: share those instead of copying, and filter only the lists that straddle the limit
         for atom, spans in self.items():
+            end = spans[-1]
+            if end[0] != fld or end[2] <= last_word:
+                out[atom] = spans
+                continue
+            first = spans[0]
+            if first[0] == fld and first[2] > last_word:
+                continue
             kept = [sp for sp in spans if sp[0] != fld or sp[2] <= last_word]
             if kept:
                 out[atom] = kept
