@@ -136,7 +136,15 @@ def _country_name(code: str | None, names: Mapping[str, str] | None = None) -> s
 
 
 def truncate_text(value: str | None, length: int = 300) -> str:
-    text = " ".join((value or "").split())
+    value = value or ""
+    if len(value) > 4 * length:
+        # Only the start can show: normalise that. Its first `length` characters are those of the whole text
+        # whenever it still has more than `length` once spaces are collapsed.
+        head = " ".join(value[: 4 * length].split())
+        if len(head) > length:
+            cut = head[:length].rsplit(" ", 1)[0]
+            return (cut or head[:length]) + "…"
+    text = " ".join(value.split())
     if len(text) <= length:
         return text
     cut = text[:length].rsplit(" ", 1)[0]

@@ -27,11 +27,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 from urllib.parse import quote
 
 import jinja2
 from sqlalchemy import Engine, or_
+from sqlalchemy import select as sa_select
 from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
@@ -54,8 +55,8 @@ _STREAM_PIECES = 256
 # Columns nothing on the site shows (an incident's grouping signature: its members' names, stems and places, the
 # largest thing it stores), deferred: read only if a user's template asks for it.
 _NOT_SHOWN_INCIDENT = [defer(getattr(Incident, name)) for name in ("signature",)]
-# Every column of a report is read now: the incident exports' location column needs its places.
-_NOT_SHOWN_ITEM: list[Any] = []
+# Every column of a report is read: the incident exports' location column needs its places.
+_ITEM_COLUMNS = list(Item.__table__.c)  # type: ignore[attr-defined]
 
 
 def highlight(snippet: str, needles: Iterable[str]) -> list[tuple[str, bool]]:
@@ -358,7 +359,7 @@ def _incident_batches(s: Session, batch: int) -> Iterator[list[Incident]]:
         yield incs
 
 
-def _exported(item: Item) -> bool:
+def _exported(item: Any) -> bool:
     """Whether a report goes into items.json/csv: classified and not pruned."""
     return bool(item.categories) and not item.pruned
 
@@ -398,20 +399,22 @@ def _load_batch(
     s: Session, incs: list[Incident], feeds: Mapping[str, Feed], titles: Mapping[str, str]
 ) -> Iterator[tuple[Incident, list[ItemView], list[Member], list[SourceLink], list[tuple[Item, list[str]]]]]:
     ids = [i.id for i in incs]
-    items: dict[int, list[Item]] = defaultdict(list)
-    for it in s.exec(
-        select(Item)
-        .options(*_NOT_SHOWN_ITEM)
+    # Reports and sources as plain rows, not ORM objects: nothing here changes them, and building an object per
+    # row costs about as much again as reading it. A row has the same attribute names as an Item.
+    items: dict[int, list[Any]] = defaultdict(list)
+    for it in s.execute(
+        sa_select(*_ITEM_COLUMNS)
         .where(col(Item.incident_id).in_(ids))
         .order_by(col(Item.published), col(Item.id))
     ):
-        assert it.incident_id is not None
         items[it.incident_id].append(it)
     item_ids = [it.id for group in items.values() for it in group]
-    sources: dict[int, list[ItemSource]] = defaultdict(list)
+    sources: dict[int, list[Any]] = defaultdict(list)
     if item_ids:
-        for src in s.exec(
-            select(ItemSource).where(col(ItemSource.item_id).in_(item_ids)).order_by(col(ItemSource.id))
+        for src in s.execute(
+            sa_select(col(ItemSource.item_id), col(ItemSource.feed_id), col(ItemSource.url))
+            .where(col(ItemSource.item_id).in_(item_ids))
+            .order_by(col(ItemSource.id))
         ):
             sources[src.item_id].append(src)
 
@@ -430,7 +433,7 @@ def _load_batch(
             url = render.safe_url(it.url)
             srcs = sources.get(it.id, [])
             if _exported(it):
-                exported.append((it, [src.feed_id for src in srcs] or [it.feed_id]))
+                exported.append((cast(Item, it), [src.feed_id for src in srcs] or [it.feed_id]))
             feed_links = [
                 FeedLink(feed_title(src.feed_id), url if src.url == it.url else render.safe_url(src.url))
                 for src in srcs
@@ -453,7 +456,7 @@ def _load_batch(
                 )
             )
             links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
-            members.append(Member.of(it, list(dict.fromkeys(f.title for f in feed_links))))
+            members.append(Member.of(cast(Item, it), list(dict.fromkeys(f.title for f in feed_links))))
         yield inc, view, members, links, exported
 
 
