@@ -7,10 +7,10 @@ group adds its module to the import list below (explicit, so a broken module fai
 
 from __future__ import annotations
 
-from monitor.cli import core, deliver, feedback, feeds, ingest, notify, rules, service, site, users
+from monitor.cli import core, deliver, feedback, feeds, ingest, notify, rules, search, service, site, users
 from monitor.cli.app import app
 
-COMMAND_MODULES = (core, feeds, ingest, rules, feedback, site, deliver, notify, service, users)
+COMMAND_MODULES = (core, feeds, ingest, rules, feedback, site, deliver, notify, service, users, search)
 
 
 def _register() -> None:

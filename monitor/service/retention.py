@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, update
 from sqlmodel import col, select
 
+from monitor.search.index import index_items
 from monitor.store.engine import session_scope
 from monitor.store.evidence import forget_articles
 from monitor.store.evidence import prune_evidence as _prune_evidence
@@ -62,6 +63,7 @@ def prune_unmatched(
                     .values(pruned=True, text="", html="")
                 )
                 forget_articles(s, [i for i in ids if i is not None])
+                index_items(s, ids)  # the pruned text must not stay findable; the title still is
                 pruned += len(ids)
     return RetentionReport(cutoff=cutoff, pruned=pruned)
 

@@ -17,6 +17,7 @@ from sqlalchemy import or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
+from monitor.search.index import index_items
 from monitor.store.models import Item, ItemSource
 
 
@@ -265,6 +266,8 @@ def write_entries(
         sources.append(_source(target, feed_id, link.entry, now))
     if sources:
         session.execute(_SOURCE.insert(), sources)
+    # Search index entries are written in this same transaction, so an item is findable once it is stored.
+    index_items(session, stats.new_item_ids + stats.changed_item_ids)
     return stats
 
 

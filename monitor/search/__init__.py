@@ -1,0 +1,26 @@
+"""Full-text search over every stored item, on SQLite (FTS5) and PostgreSQL (tsvector + GIN).
+
+    search(db, "задержать -Астана", filters=SearchFilters(country="KZ")) -> SearchResults
+
+Errors: SearchError (a MonitorError) -> SearchQueryError (malformed query, with position), SearchFilterError.
+How text becomes index tokens: monitor.search.text; the query syntax: monitor.search.query.
+"""
+
+from monitor.search.backends import is_search_table
+from monitor.search.find import SearchFilters, SearchHit, SearchResults, search
+from monitor.search.index import index_items, rebuild_index
+from monitor.search.query import SearchError, SearchFilterError, SearchQueryError, parse_query
+
+__all__ = [
+    "SearchError",
+    "SearchFilterError",
+    "SearchFilters",
+    "SearchHit",
+    "SearchQueryError",
+    "SearchResults",
+    "index_items",
+    "is_search_table",
+    "parse_query",
+    "rebuild_index",
+    "search",
+]

@@ -1,0 +1,245 @@
+"""Running a search: parse, filter, rank, and build the highlighted snippets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Float,
+    String,
+    bindparam,
+    cast,
+    column,
+    exists,
+    func,
+    literal_column,
+    or_,
+    select,
+    table,
+    text,
+)
+from sqlalchemy.dialects.postgresql import TSQUERY
+from sqlalchemy.orm import Session
+
+from monitor.search.backends import FTS_TABLE, PG_TABLE, fts5_match, tsquery
+from monitor.search.index import Db, dialect_name
+from monitor.search.query import SearchFilterError, parse_query
+from monitor.search.snippet import Highlighter, highlight
+from monitor.store.models import Item, ItemSource
+
+_ITEM = Item.__table__  # type: ignore[attr-defined]
+_SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
+MAX_LIMIT = 500
+# FTS5's bm25 weights for the columns s, l, k: the word as written counts most
+_BM25 = f"bm25({FTS_TABLE}, 3.0, 1.0, 1.0)"
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Every filter is optional; given ones must all hold. `since` is inclusive and `until` exclusive
+    (the CLI turns --until DATE into the end of that day)."""
+
+    category: str | None = None
+    country: str | None = None  # ISO 3166-1 alpha-2
+    feed: str | None = None  # the item came from this feed (first, or as a duplicate of another's)
+    language: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    incident: int | None = None
+    # Analyst verdicts (issue 10, triage) are stored by the workspace; until its table exists this filter
+    # raises SearchFilterError (see _verdict_condition).
+    verdict: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    item_id: int
+    score: float  # higher is better; comparable within one result list only
+    title: str  # as stored (untrusted: escape it, or use title_html)
+    title_html: str  # escaped, matches in <mark>
+    snippet_html: str  # escaped window of the text around the first match, matches in <mark>
+    url: str | None
+    feed: str
+    language: str | None
+    published: datetime
+    categories: list[str]
+    countries: list[str]
+    incident: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.item_id,
+            "score": self.score,
+            "title": self.title,
+            "title_html": self.title_html,
+            "snippet_html": self.snippet_html,
+            "url": self.url,
+            "feed": self.feed,
+            "language": self.language,
+            "published": self.published.isoformat(),
+            "categories": self.categories,
+            "countries": self.countries,
+            "incident": self.incident,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResults:
+    query: str
+    hits: list[SearchHit] = field(default_factory=list)
+    offset: int = 0
+    more: bool = False  # another page exists after this one
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "query": self.query,
+            "offset": self.offset,
+            "more": self.more,
+            "hits": [h.to_json() for h in self.hits],
+        }
+
+
+def _json_contains(dialect: str, column: str, value: str, name: str) -> Any:
+    # Lists are JSON, which the two databases unpack differently
+    if dialect == "sqlite":
+        sql = f"EXISTS (SELECT 1 FROM json_each(item.{column}) WHERE json_each.value = :{name})"
+    else:
+        sql = f"EXISTS (SELECT 1 FROM json_array_elements_text(item.{column}) AS e(v) WHERE e.v = :{name})"
+    return text(sql).bindparams(bindparam(name, value, type_=String))
+
+
+def _verdict_condition(db: Db, verdict: str) -> Any:
+    """The seam for the workspace's verdicts table: not on this database yet, so say so plainly."""
+    raise SearchFilterError(f"cannot filter by verdict {verdict!r}: analyst verdicts are not stored yet")
+
+
+def _conditions(db: Db, dialect: str, f: SearchFilters) -> list[Any]:
+    c: list[Any] = []
+    if f.category:
+        c.append(_json_contains(dialect, "categories", f.category, "f_category"))
+    if f.country:
+        c.append(_json_contains(dialect, "countries", f.country.upper(), "f_country"))
+    if f.feed:
+        c.append(
+            or_(
+                _ITEM.c.feed_id == f.feed,
+                exists().where(_SOURCE.c.item_id == _ITEM.c.id, _SOURCE.c.feed_id == f.feed),
+            )
+        )
+    if f.language:
+        c.append(_ITEM.c.language == f.language.lower())
+    if f.since is not None:
+        c.append(_ITEM.c.published >= f.since)
+    if f.until is not None:
+        c.append(_ITEM.c.published < f.until)
+    if f.incident is not None:
+        c.append(_ITEM.c.incident_id == f.incident)
+    if f.verdict:
+        c.append(_verdict_condition(db, f.verdict))
+    return c
+
+
+def _ranked_ids(
+    db: Db, query_node: Any, f: SearchFilters, limit: int, offset: int
+) -> list[tuple[int, float]]:
+    dialect = dialect_name(db)
+    conditions = _conditions(db, dialect, f)
+    if dialect == "sqlite":
+        fts = table(FTS_TABLE, column("rowid"))
+        score = literal_column(_BM25, Float)
+        stmt = (
+            select(_ITEM.c.id, score)
+            .select_from(_ITEM.join(fts, fts.c.rowid == _ITEM.c.id))
+            .where(text(f"{FTS_TABLE} MATCH :match").bindparams(match=fts5_match(query_node)), *conditions)
+            .order_by(score, _ITEM.c.id.desc())
+        )
+        rows = db.execute(stmt.limit(limit).offset(offset)).all()
+        return [(r[0], -float(r[1])) for r in rows]
+    idx = table(PG_TABLE, column("item_id"), column("doc"))
+    q = cast(bindparam("tsq", tsquery(query_node), type_=String), TSQUERY)
+    doc = idx.c.doc
+    rank = func.ts_rank(doc, q, type_=Float)
+    stmt = (
+        select(_ITEM.c.id, rank)
+        .select_from(_ITEM.join(idx, idx.c.item_id == _ITEM.c.id))
+        .where(doc.op("@@")(q), *conditions)
+        .order_by(rank.desc(), _ITEM.c.id.desc())
+    )
+    rows = db.execute(stmt.limit(limit).offset(offset)).all()
+    return [(r[0], float(r[1])) for r in rows]
+
+
+def search(
+    db: Engine | Session | Connection,
+    query: str,
+    *,
+    filters: SearchFilters | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> SearchResults:
+    """Items matching `query` (see monitor.search.query for the syntax), best first.
+
+    Raises SearchQueryError for a malformed query (with the position), SearchFilterError for a filter that
+    cannot be applied. Reads only; takes an engine, a session or a connection."""
+    node = parse_query(query)  # before touching the database: a bad query costs nothing
+    f = filters or SearchFilters()
+    limit = max(1, min(int(limit), MAX_LIMIT))
+    offset = max(0, int(offset))
+    if isinstance(db, Engine):
+        with db.connect() as conn:
+            return _search(conn, query, node, f, limit, offset)
+    return _search(db, query, node, f, limit, offset)
+
+
+def _search(db: Db, query: str, node: Any, f: SearchFilters, limit: int, offset: int) -> SearchResults:
+    ranked = _ranked_ids(db, node, f, limit + 1, offset)
+    more = len(ranked) > limit
+    ranked = ranked[:limit]
+    if not ranked:
+        return SearchResults(query=query, offset=offset)
+    rows = {
+        r.id: r
+        for r in db.execute(
+            select(
+                _ITEM.c.id,
+                _ITEM.c.title,
+                _ITEM.c.text,
+                _ITEM.c.url,
+                _ITEM.c.feed_id,
+                _ITEM.c.language,
+                _ITEM.c.published,
+                _ITEM.c.categories,
+                _ITEM.c.countries,
+                _ITEM.c.incident_id,
+            ).where(_ITEM.c.id.in_([i for i, _ in ranked]))
+        )
+    }
+    hl = Highlighter.for_query(node)
+    hits = []
+    for item_id, score in ranked:
+        r = rows.get(item_id)
+        if r is None:  # the item went between the two reads
+            continue
+        title_html, _ = highlight(r.title or "", hl, r.language, whole=True)
+        snippet_html, _ = highlight(r.text or "", hl, r.language)
+        hits.append(
+            SearchHit(
+                item_id=item_id,
+                score=score,
+                title=r.title or "",
+                title_html=title_html,
+                snippet_html=snippet_html,
+                url=r.url,
+                feed=r.feed_id,
+                language=r.language,
+                published=r.published,
+                categories=list(r.categories or []),
+                countries=list(r.countries or []),
+                incident=r.incident_id,
+            )
+        )
+    return SearchResults(query=query, hits=hits, offset=offset, more=more)

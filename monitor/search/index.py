@@ -1,0 +1,105 @@
+"""Keeping the index in step with the item table.
+
+`index_items` runs inside the caller's transaction (the poll's, retention's), so an item and its index entry
+are committed together or not at all. `rebuild_index` fills the index for an existing archive (migration 0006,
+`monitor search --reindex`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import Connection, select, text
+from sqlalchemy.orm import Session
+
+from monitor.search.backends import FTS_TABLE, PG_INDEX, PG_TABLE, fts5_row, tsvector_literal
+from monitor.search.text import document
+from monitor.store.models import Item
+
+Db = Session | Connection
+_ITEM = Item.__table__  # type: ignore[attr-defined]
+_CHUNK = 500
+
+
+def dialect_name(db: Db) -> str:
+    bind = db.get_bind() if isinstance(db, Session) else db
+    return bind.dialect.name
+
+
+def create_index_tables(conn: Connection) -> None:
+    """The index's tables for this database (empty); used by the migration."""
+    if conn.dialect.name == "sqlite":
+        conn.execute(
+            text(f"CREATE VIRTUAL TABLE IF NOT EXISTS {FTS_TABLE} USING fts5(s, l, k, tokenize='ascii')")
+        )
+    else:
+        conn.execute(
+            text(
+                f"CREATE TABLE IF NOT EXISTS {PG_TABLE} (item_id INTEGER PRIMARY KEY, doc TSVECTOR NOT NULL)"
+            )
+        )
+        conn.execute(text(f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON {PG_TABLE} USING GIN (doc)"))
+
+
+def drop_index_tables(conn: Connection) -> None:
+    conn.execute(text(f"DROP TABLE IF EXISTS {FTS_TABLE if conn.dialect.name == 'sqlite' else PG_TABLE}"))
+
+
+def _write(db: Db, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
+    """Replace the index entries of these (id, title, text, language) rows."""
+    if not rows:
+        return
+    ids = [r[0] for r in rows]
+    docs = [(r[0], document(r[1], r[2], r[3])) for r in rows]
+    if dialect_name(db) == "sqlite":
+        db.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(str(int(i)) for i in ids)})"))
+        params: list[dict[str, Any]] = []
+        for item_id, doc in docs:
+            s, lem, k = fts5_row(doc)
+            params.append({"id": item_id, "s": s, "l": lem, "k": k})
+        db.execute(text(f"INSERT INTO {FTS_TABLE} (rowid, s, l, k) VALUES (:id, :s, :l, :k)"), params)
+    else:
+        db.execute(
+            text(
+                f"INSERT INTO {PG_TABLE} (item_id, doc) VALUES (:id, CAST(:doc AS tsvector)) "
+                "ON CONFLICT (item_id) DO UPDATE SET doc = EXCLUDED.doc"
+            ),
+            [{"id": item_id, "doc": tsvector_literal(doc)} for item_id, doc in docs],
+        )
+
+
+def index_items(db: Db, item_ids: Iterable[int | None]) -> int:
+    """(Re)index these stored items from their current title and text; returns how many were indexed."""
+    ids = sorted({i for i in item_ids if i is not None})
+    if not ids:
+        return 0
+    if isinstance(db, Session):
+        db.flush()  # items changed through the ORM must be read back as changed
+    done = 0
+    for start in range(0, len(ids), _CHUNK):
+        chunk = ids[start : start + _CHUNK]
+        rows = db.execute(
+            select(_ITEM.c.id, _ITEM.c.title, _ITEM.c.text, _ITEM.c.language).where(_ITEM.c.id.in_(chunk))
+        ).all()
+        _write(db, [(r[0], r[1] or "", r[2] or "", r[3]) for r in rows])
+        done += len(rows)
+    return done
+
+
+def rebuild_index(db: Db, *, batch: int = _CHUNK) -> int:
+    """Index every stored item (existing entries are replaced); returns the number of items."""
+    last = 0
+    total = 0
+    while True:
+        rows = db.execute(
+            select(_ITEM.c.id, _ITEM.c.title, _ITEM.c.text, _ITEM.c.language)
+            .where(_ITEM.c.id > last)
+            .order_by(_ITEM.c.id)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return total
+        _write(db, [(r[0], r[1] or "", r[2] or "", r[3]) for r in rows])
+        last = rows[-1][0]
+        total += len(rows)

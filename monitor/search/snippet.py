@@ -1,0 +1,91 @@
+"""Highlighted snippets, built from the stored text by us: every piece is HTML-escaped first, and only then are
+the matching words wrapped in <mark>, so nothing in an item's text can become markup."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from html import escape
+
+from monitor.rules.normalize import fold_with_map
+from monitor.search.query import And, Node, Or, Phrase, Term
+from monitor.search.text import analyse, language_mode, query_keys, query_lemma_variants, search_words
+
+SNIPPET_WORDS_BEFORE = 8
+SNIPPET_WORDS = 36
+
+
+@dataclass
+class Highlighter:
+    """Decides whether a word of a stored text is one the query asked for (excluded terms are not)."""
+
+    surface: set[str] = field(default_factory=set)
+    prefixes: set[str] = field(default_factory=set)
+    keys: set[str] = field(default_factory=set)
+    lemmas: set[str] = field(default_factory=set)
+
+    @classmethod
+    def for_query(cls, node: Node) -> Highlighter:
+        h = cls()
+        h._add(node)
+        return h
+
+    def _add(self, node: Node) -> None:
+        if isinstance(node, Term):
+            if node.prefix:
+                self.prefixes.add(node.word)
+            else:
+                self.surface.add(node.word)
+                self.keys.update(query_keys(node.word))
+        elif isinstance(node, Phrase):
+            self.surface.update(node.words)
+            for v in query_lemma_variants(list(node.words)):
+                self.lemmas.update(v)
+        elif isinstance(node, Or):
+            for p in node.parts:
+                self._add(p)
+        elif isinstance(node, And):
+            for p in node.include:
+                self._add(p)
+
+    def matches(self, word: str, mode: str) -> bool:
+        for w in search_words(word):
+            if w in self.surface or any(w.startswith(p) for p in self.prefixes):
+                return True
+            entry = analyse(w, mode)
+            if entry.lemma in self.lemmas or not self.keys.isdisjoint(entry.keys):
+                return True
+        return False
+
+
+def highlight(text: str, hl: Highlighter, language: str | None, *, whole: bool = False) -> tuple[str, bool]:
+    """(HTML, found): `text` escaped with the query's words marked. Unless `whole`, only a window of words
+    around the first match (or the start of the text), with an ellipsis where text was left out."""
+    if not text:
+        return "", False
+    mode = language_mode(language)
+    folded = fold_with_map(text)
+    spans = folded.word_spans
+    marked = [i for i, (a, b) in enumerate(spans) if hl.matches(text[a:b], mode)]
+    if whole or len(spans) <= SNIPPET_WORDS:
+        first, last = 0, len(spans)
+    else:
+        anchor = marked[0] if marked else 0
+        first = max(0, anchor - SNIPPET_WORDS_BEFORE)
+        last = min(len(spans), first + SNIPPET_WORDS)
+    if not spans:
+        return escape(text), False
+    start = 0 if first == 0 else spans[first][0]
+    end = len(text) if last == len(spans) else spans[last - 1][1]
+    hits = set(marked)
+    out: list[str] = ["… "] if start > 0 else []
+    pos = start
+    for i in range(first, last):
+        a, b = spans[i]
+        if i in hits:
+            out.append(escape(text[pos:a]))
+            out.append("<mark>" + escape(text[a:b]) + "</mark>")
+            pos = b
+    out.append(escape(text[pos:end]))
+    if end < len(text):
+        out.append(" …")
+    return "".join(out), bool(marked)

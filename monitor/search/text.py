@@ -1,0 +1,211 @@
+"""What the index stores for a text, and what a query word stands for: one function for both sides.
+
+Neither SQLite's FTS5 nor PostgreSQL sees raw text. Both receive tokens we made ourselves, so the same query
+finds the same items on either (FTS5 folds Cyrillic case but keeps ё apart from е; PostgreSQL stems Russian
+but knows no Kazakh). A text becomes three token streams, aligned by word position:
+
+- S, the surface: each word folded as the rules fold it (NFKC, case-fold, ё -> е), marks such as stress accents
+  dropped;
+- L, one lemma per word: pymorphy3's normal form for Russian and Ukrainian, a regular-inflection stem for
+  English, the word itself for Kazakh (which has no dictionary here). Phrases are matched on L, so
+  "задержали активистов" also finds "задержан активист";
+- K, a bag of keys per word: every lemma an ambiguous word may have ("r" + lemma: стали -> стать, сталь) and,
+  for Kazakh, the rules' own suffix grammar turned around: "n"/"v"/"w" + stem for each way the word splits
+  into a stem and a valid noun / voiced-noun / verb ending (monitor.rules.morph). A query word asks for its
+  keys, so Kazakh search means exactly what a rule term means: қамау finds қамалды, қамауға; наразылық finds
+  наразылығы.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from monitor.rules.morph import KK_CHECKS, KK_NOUN_RE, KK_NOUN_VOICED_RE, KK_VERB_RE, kazakh_stems
+from monitor.rules.normalize import WORD_RE, fold
+
+# A word longer than this is not indexed (nor searchable): no language has such words, and PostgreSQL caps
+# a lexeme at 2 KB. The same cap on both sides keeps the backends in agreement.
+MAX_WORD = 100
+# PostgreSQL positions stop at 16383; words past this many are not indexed, on either backend.
+MAX_POSITIONS = 16000
+
+_CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]")
+_KK_LETTERS = set("әғқңөұүһі")
+_LATIN_RE = re.compile(r"^[a-z]+$")
+_KK_TAG = {"kk_noun": "n", "kk_noun_v": "v", "kk_verb": "w"}
+_VOICED = set("гғб")
+
+
+def search_words(text: str) -> list[str]:
+    """The words of `text` as the index sees them: folded, split at underscores (which FTS5 and PostgreSQL
+    both treat as separators), combining marks dropped, over-long words left out."""
+    out: list[str] = []
+    for w in WORD_RE.findall(fold(text)):
+        out.extend(_subwords(w))
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _subwords(folded_word: str) -> tuple[str, ...]:
+    if folded_word.isalnum():  # the common case: nothing to drop or split
+        return (folded_word,) if len(folded_word) <= MAX_WORD else ()
+    out = []
+    for part in folded_word.split("_"):
+        part = "".join(c for c in part if not unicodedata.combining(c))
+        if part and len(part) <= MAX_WORD:
+            out.append(part)
+    return tuple(out)
+
+
+def language_mode(language: str | None) -> str:
+    """How Cyrillic words of an item in `language` are analysed: "ru", "uk", "kk", or "any" (unknown)."""
+    lang = (language or "").lower()[:2]
+    return lang if lang in ("ru", "uk", "kk") else "ru" if lang else "any"
+
+
+# ---- morphology ------------------------------------------------------------------------------------------
+
+_analyzers: dict[str, Any] = {}
+
+
+def _analyzer(lang: str) -> Any:
+    if lang not in _analyzers:
+        import pymorphy3
+
+        _analyzers[lang] = pymorphy3.MorphAnalyzer(lang=lang)
+    return _analyzers[lang]
+
+
+@lru_cache(maxsize=200_000)
+def slavic_lemmas(lang: str, word: str) -> tuple[str, ...]:
+    """Normal forms of a folded Russian/Ukrainian word, most likely first; () when pymorphy does not know it
+    (its guesses for names are inventions, see monitor.rules.morph)."""
+    seen: dict[str, None] = {}
+    for p in _analyzer(lang).parse(word):
+        if p.is_known:
+            seen.setdefault(fold(p.normal_form), None)
+    return tuple(seen)
+
+
+@lru_cache(maxsize=65536)
+def english_stem(word: str) -> str:
+    """Regular English inflection removed (the inverse of monitor.rules.morph.english_forms, roughly):
+    detained, detains, detaining -> detain; banned -> ban; charges, charged -> charg."""
+    if len(word) <= 3 or not _LATIN_RE.match(word):
+        return word
+    base = word
+    if word.endswith(("ies", "ied")) and len(word) > 4:
+        return word[:-3] + "y"
+    if word.endswith("ing") and len(word) >= 6:
+        base = word[:-3]
+    elif word.endswith("ed") and len(word) >= 5:
+        base = word[:-2]
+    elif word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")):
+        return word[:-2]
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        base = word[:-1]
+    else:
+        base = word
+    if base is not word and len(base) >= 4 and base[-1] == base[-2] and base[-1] not in "aeiouslz":
+        base = base[:-1]  # banned -> ban, but not pressed -> pres
+    if len(base) > 3 and base.endswith("e"):
+        base = base[:-1]  # charge, charged, charges -> charg
+    return base
+
+
+@lru_cache(maxsize=200_000)
+def kazakh_keys(word: str) -> tuple[str, ...]:
+    """Every (stem, ending class) split of a folded Kazakh word the rules' grammar allows, as K keys."""
+    keys = ["n" + word]
+    for i in range(2, len(word)):
+        stem, rest = word[:i], word[i:]
+        if KK_NOUN_RE.fullmatch(rest):
+            keys.append("n" + stem)
+        if stem[-1] in _VOICED and KK_NOUN_VOICED_RE.fullmatch(rest):
+            keys.append("v" + stem)
+        if i >= 3 and KK_VERB_RE.fullmatch(rest):
+            keys.append("w" + stem)
+    return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class WordKeys:
+    """What one word of a stored text puts in the index."""
+
+    lemma: str  # L stream
+    keys: tuple[str, ...]  # K bag
+
+
+@lru_cache(maxsize=200_000)
+def analyse(word: str, mode: str) -> WordKeys:
+    """Index entry of one folded word of an item whose Cyrillic words are analysed as `mode`."""
+    if _LATIN_RE.match(word):
+        stem = english_stem(word)
+        return WordKeys(stem, ("r" + stem,))
+    if not _CYRILLIC_RE.search(word):
+        return WordKeys(word, ())  # digits, other scripts: the surface is all
+    kazakh = mode == "kk" or any(c in _KK_LETTERS for c in word)
+    if kazakh:
+        return WordKeys(word, kazakh_keys(word))
+    lemmas = slavic_lemmas("uk" if mode == "uk" else "ru", word)
+    keys = tuple("r" + lem for lem in lemmas)
+    if mode == "any":  # unknown language: a Cyrillic word may be Kazakh written without its own letters
+        keys += kazakh_keys(word)
+    return WordKeys(lemmas[0] if lemmas else word, keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    """The index entry of one item: S and L are aligned by position; K[i] are the keys of word i."""
+
+    surface: list[str]
+    lemmas: list[str]
+    keys: list[tuple[str, ...]]
+    title_words: int  # the first this many positions come from the title
+
+
+def document(title: str, text: str, language: str | None) -> Document:
+    mode = language_mode(language)
+    t = search_words(title)
+    words = (t + search_words(text))[:MAX_POSITIONS]
+    entries = [analyse(w, mode) for w in words]
+    return Document(
+        surface=words,
+        lemmas=[e.lemma for e in entries],
+        keys=[e.keys for e in entries],
+        title_words=min(len(t), len(words)),
+    )
+
+
+# ---- the query side --------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def query_keys(word: str) -> tuple[str, ...]:
+    """K keys a query word asks for: its lemmas in every language it may be in, and for Cyrillic words the
+    Kazakh stems a rule term of that spelling would match (monitor.rules.morph.kazakh_stems)."""
+    if _LATIN_RE.match(word):
+        return ("r" + english_stem(word),)
+    if not _CYRILLIC_RE.search(word):
+        return ()
+    keys: dict[str, None] = {}
+    for lang in ("ru", "uk"):
+        for lem in slavic_lemmas(lang, word):
+            keys.setdefault("r" + lem, None)
+    for stem, check in kazakh_stems(word):
+        if check in KK_CHECKS:
+            keys.setdefault(_KK_TAG[check] + stem, None)
+    return tuple(keys)
+
+
+def query_lemma_variants(words: list[str]) -> list[list[str]]:
+    """L-stream spellings of a phrase, one per language it may be in (Russian, Ukrainian, Kazakh/as written),
+    without repeats: a phrase is matched on lemmas, in order and adjacent."""
+    variants: dict[tuple[str, ...], None] = {}
+    for mode in ("ru", "uk", "kk"):
+        variants.setdefault(tuple(analyse(w, mode).lemma for w in words), None)
+    return [list(v) for v in variants]

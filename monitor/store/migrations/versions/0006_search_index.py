@@ -1,0 +1,32 @@
+"""search index: an FTS5 table on SQLite, a tsvector table with a GIN index on PostgreSQL, filled from the
+items already stored
+
+Revision ID: 0006
+Revises: 0005
+Create Date: 2026-12-03 07:00:00
+
+The tables are not ORM models (FTS5 is a virtual table; the two databases need different ones); their layout
+and the text they hold are monitor.search's (backends, text). Filling them here is what makes `monitor db
+upgrade` index an existing archive.
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from monitor.search.index import create_index_tables, drop_index_tables, rebuild_index
+
+revision = "0006"
+down_revision = "0005"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    conn = op.get_bind()
+    create_index_tables(conn)
+    rebuild_index(conn)
+
+
+def downgrade() -> None:
+    drop_index_tables(op.get_bind())
