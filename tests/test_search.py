@@ -412,3 +412,19 @@ def test_cli_search_prints_json_and_exits_2_on_a_malformed_query(db_url: str, co
     assert r.exit_code == 2 and "unbalanced quote" in r.stderr and "character 1" in r.stderr
     r = runner.invoke(app, [*base, "задержать", "--since", "yesterday"])
     assert r.exit_code == 2 and "--since" in r.stderr
+
+
+def test_cli_db_reindex_rebuilds_a_lost_index(db_url: str, config_dir: Path) -> None:
+    from monitor.store import make_engine, upgrade
+
+    eng = make_engine(db_url)
+    upgrade(eng)
+    store_docs(eng)
+    with session_scope(eng) as s:
+        s.execute(text(f"DELETE FROM {FTS_TABLE if eng.dialect.name == 'sqlite' else PG_TABLE}"))
+    assert found(eng, "задержать") == set()
+    r = runner.invoke(app, ["--config", str(config_dir), "--db", db_url, "db", "reindex", "--json"])
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["indexed"] == len(DOCS)
+    assert found(eng, "задержать") == {"ru_detained", "ru_charged"}
+    eng.dispose()

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 import typer
 from rich.markup import escape as rich_escape
 
-from monitor.cli.app import EXIT_USAGE, JsonOpt, app, err, fail, out, print_json, state
+from monitor.cli.app import EXIT_USAGE, JsonOpt, app, db_app, err, fail, out, print_json, state
 
 _MARK_RE = re.compile(r"<mark>(.*?)</mark>", re.DOTALL)
 
@@ -99,3 +99,19 @@ def search_command(
             out.print("    " + rich_escape(h.url), style="dim")
     if results.more:
         out.print(f"(more than {len(results.hits)} results: use --limit or narrow the query)", style="dim")
+
+
+@db_app.command("reindex")
+def db_reindex(ctx: typer.Context, as_json: bool = JsonOpt) -> None:
+    """Rebuild the search index from the stored items (after an upgrade that changes how text is indexed)."""
+    from monitor.search import rebuild_index
+    from monitor.store.engine import write_scope
+
+    st = state(ctx)
+    engine = st.engine()
+    with write_scope(engine) as s:
+        n = rebuild_index(s)
+    if as_json:
+        print_json({"database": st.db_url_safe, "indexed": n})
+    else:
+        out.print(f"{st.db_url_safe}: search index rebuilt for {n} items")

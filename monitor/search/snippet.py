@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from html import escape
 
-from monitor.rules.normalize import fold_with_map
+from monitor.rules.normalize import WORD_RE, fold_with_map
 from monitor.search.query import And, Node, Or, Phrase, Term
-from monitor.search.text import analyse, language_mode, query_keys, query_lemma_variants, search_words
+from monitor.search.text import analyse, language_mode, query_keys, query_lemma_variants, subwords
 
 SNIPPET_WORDS_BEFORE = 8
 SNIPPET_WORDS = 36
@@ -47,14 +47,29 @@ class Highlighter:
             for p in node.include:
                 self._add(p)
 
-    def matches(self, word: str, mode: str) -> bool:
-        for w in search_words(word):
-            if w in self.surface or any(w.startswith(p) for p in self.prefixes):
-                return True
-            entry = analyse(w, mode)
-            if entry.lemma in self.lemmas or not self.keys.isdisjoint(entry.keys):
-                return True
-        return False
+    _memo: dict[str, dict[str, bool]] = field(default_factory=dict)  # mode -> word -> matches
+
+    def matches(self, folded_word: str, mode: str) -> bool:
+        """Whether a word of a stored text (already folded, as WORD_RE finds it in folded text) matches."""
+        memo = self._memo.get(mode)
+        if memo is None:
+            memo = self._memo[mode] = {}
+        hit = memo.get(folded_word)
+        if hit is None:
+            hit = False
+            for w in subwords(folded_word):
+                if self._matches(w, mode):
+                    hit = True
+                    break
+            if len(memo) < 50_000:
+                memo[folded_word] = hit
+        return hit
+
+    def _matches(self, w: str, mode: str) -> bool:
+        if w in self.surface or any(w.startswith(p) for p in self.prefixes):
+            return True
+        entry = analyse(w, mode)
+        return entry.lemma in self.lemmas or not self.keys.isdisjoint(entry.keys)
 
 
 def highlight(text: str, hl: Highlighter, language: str | None, *, whole: bool = False) -> tuple[str, bool]:
@@ -64,18 +79,20 @@ def highlight(text: str, hl: Highlighter, language: str | None, *, whole: bool =
         return "", False
     mode = language_mode(language)
     folded = fold_with_map(text)
-    spans = folded.word_spans
-    marked = [i for i, (a, b) in enumerate(spans) if hl.matches(text[a:b], mode)]
-    if whole or len(spans) <= SNIPPET_WORDS:
-        first, last = 0, len(spans)
-    else:
-        anchor = marked[0] if marked else 0
-        first = max(0, anchor - SNIPPET_WORDS_BEFORE)
-        last = min(len(spans), first + SNIPPET_WORDS)
-    if not spans:
+    words = WORD_RE.findall(folded.folded)
+    if not words:
         return escape(text), False
+    if whole or len(words) <= SNIPPET_WORDS:
+        first, last = 0, len(words)
+    else:
+        anchor = next((i for i, w in enumerate(words) if hl.matches(w, mode)), 0)
+        first = max(0, anchor - SNIPPET_WORDS_BEFORE)
+        last = min(len(words), first + SNIPPET_WORDS)
+    marked = [i for i in range(first, last) if hl.matches(words[i], mode)]
+    # spans of the window's words only: a long text is not mapped back beyond what is shown
+    spans = folded.spans_upto(last - 1)
     start = 0 if first == 0 else spans[first][0]
-    end = len(text) if last == len(spans) else spans[last - 1][1]
+    end = len(text) if last == len(words) else spans[last - 1][1]
     hits = set(marked)
     out: list[str] = ["… "] if start > 0 else []
     pos = start

@@ -45,12 +45,13 @@ def search_words(text: str) -> list[str]:
     both treat as separators), combining marks dropped, over-long words left out."""
     out: list[str] = []
     for w in WORD_RE.findall(fold(text)):
-        out.extend(_subwords(w))
+        out.extend(subwords(w))
     return out
 
 
 @lru_cache(maxsize=65536)
-def _subwords(folded_word: str) -> tuple[str, ...]:
+def subwords(folded_word: str) -> tuple[str, ...]:
+    """Index words of one WORD_RE word of folded text (usually just itself)."""
     if folded_word.isalnum():  # the common case: nothing to drop or split
         return (folded_word,) if len(folded_word) <= MAX_WORD else ()
     out = []
@@ -80,7 +81,9 @@ def _analyzer(lang: str) -> Any:
     return _analyzers[lang]
 
 
-@lru_cache(maxsize=200_000)
+# Cache sizes: a year of news has a few hundred thousand distinct words, but the hot ones are far fewer, and a
+# long-running service should not hold more than some tens of MB for this.
+@lru_cache(maxsize=50_000)
 def slavic_lemmas(lang: str, word: str) -> tuple[str, ...]:
     """Normal forms of a folded Russian/Ukrainian word, most likely first; () when pymorphy does not know it
     (its guesses for names are inventions, see monitor.rules.morph)."""
@@ -117,7 +120,7 @@ def english_stem(word: str) -> str:
     return base
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=50_000)
 def kazakh_keys(word: str) -> tuple[str, ...]:
     """Every (stem, ending class) split of a folded Kazakh word the rules' grammar allows, as K keys."""
     keys = ["n" + word]
@@ -140,7 +143,7 @@ class WordKeys:
     keys: tuple[str, ...]  # K bag
 
 
-@lru_cache(maxsize=200_000)
+@lru_cache(maxsize=100_000)
 def analyse(word: str, mode: str) -> WordKeys:
     """Index entry of one folded word of an item whose Cyrillic words are analysed as `mode`."""
     if _LATIN_RE.match(word):
