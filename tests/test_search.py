@@ -22,7 +22,7 @@ from monitor.config.load import load_config
 from monitor.config.models import FeedConfig
 from monitor.ingest.parse import Entry
 from monitor.ingest.poll import poll_once
-from monitor.search import SearchFilters, SearchQueryError, rebuild_index, search
+from monitor.search import SearchFilterError, SearchFilters, SearchQueryError, rebuild_index, search
 from monitor.search.backends import FTS_TABLE, PG_TABLE
 from monitor.service.retention import prune_unmatched
 from monitor.store.engine import session_scope
@@ -74,6 +74,7 @@ DOCS = [
         8,
     ),
     ("en_court", "en", "en", "Court fines journalist", "The journalist was fined for covering the rally.", 9),
+    ("ru_steel", "ru2", "ru", "Завод выпускает прокат", "Производство стали выросло.", 10),
 ]
 
 
@@ -146,6 +147,12 @@ def test_a_kazakh_dictionary_form_finds_its_inflections_as_a_rule_term_does(
     assert found(engine, "журналист") >= {"kk_arrest", "ru_charged"}
 
 
+def test_an_ambiguous_word_is_found_under_each_of_its_lemmas(engine: Engine, ids: dict[str, int]) -> None:
+    # pymorphy reads "стали" first as a form of стать; it is also a form of сталь
+    assert found(engine, "сталь") == {"ru_steel"}
+    assert "<mark>стали</mark>" in search(engine, "сталь").hits[0].snippet_html
+
+
 def test_yo_and_ye_are_the_same_letter(engine: Engine, ids: dict[str, int]) -> None:
     assert found(engine, "Алёна") == {"ru_yo", "ru_e"}
     assert found(engine, "алена") == {"ru_yo", "ru_e"}
@@ -193,6 +200,33 @@ def test_filters(engine: Engine, ids: dict[str, int]) -> None:
     assert found(engine, "задержать", since=T0 + timedelta(days=1)) == {"ru_charged"}
     assert found(engine, "задержать", until=T0 + timedelta(days=1)) == {"ru_detained"}
     assert found(engine, "задержать", incident=7) == {"ru_detained"}
+
+
+def test_verdicts_filter_and_win_over_the_rules(engine: Engine, ids: dict[str, int]) -> None:
+    from monitor.store.verdicts import record_verdict
+
+    with session_scope(engine) as s:
+        s.execute(
+            update(Item)
+            .where(Item.id.in_([ids["ru_detained"], ids["ru_charged"]]))
+            .values(categories=["prosecution"])
+        )  # type: ignore[arg-type, union-attr]
+        record_verdict(s, ids["ru_detained"], "prosecution", "confirm", author="ana")
+        record_verdict(s, ids["ru_charged"], "prosecution", "confirm", author="ana")
+        record_verdict(s, ids["ru_charged"], "prosecution", "reject", author="bo")  # the later one wins
+        record_verdict(s, ids["ru_fined"], "prosecution", "add", author="ana")
+    assert found(engine, "задержать OR оштрафовать", category="prosecution") == {"ru_detained", "ru_fined"}
+    assert found(engine, "задержать", verdict="confirm") == {"ru_detained"}
+    assert found(engine, "задержать", verdict="reject") == {"ru_charged"}
+    assert found(engine, "задержать OR оштрафовать", verdict="add", category="prosecution") == {"ru_fined"}
+    assert found(engine, "задержать OR оштрафовать OR блогер", verdict="any") == {
+        "ru_detained",
+        "ru_charged",
+        "ru_fined",
+    }
+    assert found(engine, "задержать OR алена", verdict="none") == {"ru_yo", "ru_e"}
+    with pytest.raises(SearchFilterError, match="verdict must be one of"):
+        search(engine, "задержать", filters=SearchFilters(verdict="maybe"))
 
 
 def test_results_are_ranked_and_snippets_marked(engine: Engine, ids: dict[str, int]) -> None:
@@ -325,10 +359,15 @@ def test_pruned_text_is_no_longer_found_but_the_title_is(engine: Engine, ids: di
 
 
 def test_upgrade_indexes_an_existing_archive(db_url: str) -> None:
-    from monitor.store import make_engine, upgrade
+    from alembic.script import ScriptDirectory
 
+    from monitor.store import make_engine, upgrade
+    from monitor.store.migrate import alembic_config
+
+    scripts = ScriptDirectory.from_config(alembic_config()).walk_revisions()
+    before_search = next(r.down_revision for r in scripts if (r.doc or "").startswith("search index"))
     eng = make_engine(db_url)
-    upgrade(eng, "0005")
+    upgrade(eng, str(before_search))
     with session_scope(eng) as s:
         s.add(Feed(id="old", url="https://old.example.org/rss", config_url="https://old.example.org/rss"))
         s.flush()
@@ -412,6 +451,10 @@ def test_cli_search_prints_json_and_exits_2_on_a_malformed_query(db_url: str, co
     assert r.exit_code == 2 and "unbalanced quote" in r.stderr and "character 1" in r.stderr
     r = runner.invoke(app, [*base, "задержать", "--since", "yesterday"])
     assert r.exit_code == 2 and "--since" in r.stderr
+    r = runner.invoke(app, [*base, "задержать", "--verdict", "maybe"])
+    assert r.exit_code == 2 and "verdict must be one of" in r.stderr
+    r = runner.invoke(app, [*base, "задержать", "--verdict", "none", "--json"])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["hits"]) == 2
 
 
 def test_cli_db_reindex_rebuilds_a_lost_index(db_url: str, config_dir: Path) -> None:

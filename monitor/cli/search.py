@@ -59,6 +59,12 @@ def search_command(
     incident: int | None = typer.Option(
         None, "--incident", metavar="ID", help="Only reports of this incident."
     ),
+    verdict: str | None = typer.Option(
+        None,
+        "--verdict",
+        metavar="KIND",
+        help="confirm, reject or add (the analysts' verdict in force, on --category if given), any, none.",
+    ),
     limit: int = typer.Option(20, "--limit", min=1, max=500, help="At most this many results."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -73,6 +79,7 @@ def search_command(
         since=parse_when(since, "--since") if since else None,
         until=parse_when(until, "--until", end_of_day=True) if until else None,
         incident=incident,
+        verdict=verdict,
     )
     engine = state(ctx).engine()
     try:

@@ -1,6 +1,7 @@
 """The two index formats and the two query languages, generated from our own tokens and syntax tree.
 
-SQLite: an FTS5 table `item_fts(s, l, k)` (rowid = item id), tokenizer `ascii`: our tokens are separated by
+SQLite: an FTS5 table `item_fts(s, l, k)` (rowid = item id; stored contentless where SQLite can delete from
+such a table, 3.43 and later), tokenizer `ascii`: our tokens are separated by
 spaces and contain no ASCII punctuation, so it keeps each one whole and changes nothing in it.
 PostgreSQL: `item_search(item_id, doc tsvector)` with a GIN index. The tsvector is written as a literal, so
 PostgreSQL's parser never sees the text either; the three streams share positions and are told apart by a
@@ -13,7 +14,7 @@ and is quoted anyway: user text is never part of either syntax.
 from __future__ import annotations
 
 from monitor.search.query import Node, Or, Phrase, Term
-from monitor.search.text import Document, query_keys, query_lemma_variants
+from monitor.search.text import Document, query_lemma_variants, query_word
 
 FTS_TABLE = "item_fts"
 PG_TABLE = "item_search"
@@ -43,11 +44,12 @@ def fts5_match(node: Node) -> str:
     if isinstance(node, Term):
         if node.prefix:
             return f"(s : {_fq([node.word])}*)"
-        alts = [f"s : {_fq([node.word])}"] + [f"k : {_fq([k])}" for k in query_keys(node.word)]
+        # bm25's cost grows with the number of phrases in the expression: one per lemma, one per key
+        qw = query_word(node.word)
+        alts = [f"{{l k}} : {_fq([lem])}" for lem in qw.lemmas] + [f"k : {_fq([k])}" for k in qw.keys]
         return "(" + " OR ".join(alts) + ")"
     if isinstance(node, Phrase):
-        alts = [f"s : {_fq(node.words)}"]
-        alts += [f"l : {_fq(v)}" for v in query_lemma_variants(list(node.words))]
+        alts = [f"l : {_fq(v)}" for v in query_lemma_variants(list(node.words))]
         return "(" + " OR ".join(alts) + ")"
     if isinstance(node, Or):
         return "(" + " OR ".join(fts5_match(p) for p in node.parts) + ")"
@@ -84,10 +86,12 @@ def tsquery(node: Node) -> str:
     if isinstance(node, Term):
         if node.prefix:
             return f"{_pq(node.word)}:*"
-        alts = [_pq(node.word)] + [_pq(KEY_MARK + k) for k in query_keys(node.word)]
+        qw = query_word(node.word)
+        alts = [_pq(m + lem) for lem in qw.lemmas for m in (LEMMA_MARK, KEY_MARK)]
+        alts += [_pq(KEY_MARK + k) for k in qw.keys]
         return "(" + " | ".join(alts) + ")"
     if isinstance(node, Phrase):
-        alts = ["(" + " <-> ".join(_pq(w) for w in node.words) + ")"]
+        alts = []
         for v in query_lemma_variants(list(node.words)):
             alts.append("(" + " <-> ".join(_pq(LEMMA_MARK + w) for w in v) + ")")
         return "(" + " | ".join(alts) + ")"

@@ -34,8 +34,8 @@ from monitor.store.models import Item, ItemSource
 _ITEM = Item.__table__  # type: ignore[attr-defined]
 _SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
 MAX_LIMIT = 500
-# FTS5's bm25 weights for the columns s, l, k: the word as written counts most
-_BM25 = f"bm25({FTS_TABLE}, 3.0, 1.0, 1.0)"
+# FTS5's bm25 weights for the columns s, l, k: a word's own lemma counts more than its other readings
+_BM25 = f"bm25({FTS_TABLE}, 1.0, 2.0, 1.0)"
 
 
 @dataclass(frozen=True)
@@ -50,8 +50,8 @@ class SearchFilters:
     since: datetime | None = None
     until: datetime | None = None
     incident: int | None = None
-    # Analyst verdicts (issue 10, triage) are stored by the workspace; until its table exists this filter
-    # raises SearchFilterError (see _verdict_condition).
+    # The analysts' verdicts (monitor.store.verdicts): "confirm", "reject" or "add" (the verdict in force on
+    # `category` when one is given, else on any category), "any" (reviewed at all) or "none" (not yet).
     verdict: str | None = None
 
 
@@ -112,15 +112,45 @@ def _json_contains(dialect: str, column: str, value: str, name: str) -> Any:
     return text(sql).bindparams(bindparam(name, value, type_=String))
 
 
-def _verdict_condition(db: Db, verdict: str) -> Any:
-    """The seam for the workspace's verdicts table: not on this database yet, so say so plainly."""
-    raise SearchFilterError(f"cannot filter by verdict {verdict!r}: analyst verdicts are not stored yet")
+VERDICT_FILTERS = ("confirm", "reject", "add", "any", "none")
+# The verdict in force on (item, category) is the latest row (highest id), as in monitor.store.verdicts.
+_LATEST = "(SELECT v.verdict FROM verdict v WHERE v.item_id = item.id AND v.category = :f_vcat ORDER BY v.id DESC LIMIT 1)"
 
 
-def _conditions(db: Db, dialect: str, f: SearchFilters) -> list[Any]:
+def _category_condition(dialect: str, category: str) -> Any:
+    """The item is in `category` once verdicts are applied: the rules put it there and no analyst rejected it,
+    or an analyst confirmed or added it (verdicts win over the rules everywhere, search included)."""
+    rules = _json_contains(dialect, "categories", category, "f_category")
+    return text(
+        f"COALESCE({_LATEST}, CASE WHEN {rules.text} THEN 'rules' END) IN ('rules', 'confirm', 'add')"
+    ).bindparams(bindparam("f_vcat", category, type_=String), bindparam("f_category", category, type_=String))
+
+
+def _verdict_condition(verdict: str, category: str | None) -> Any:
+    if verdict not in VERDICT_FILTERS:
+        raise SearchFilterError(f"verdict must be one of {', '.join(VERDICT_FILTERS)}, not {verdict!r}")
+    on_cat = " AND v.category = :f_vcat" if category else ""
+    if verdict in ("any", "none"):
+        sql = f"EXISTS (SELECT 1 FROM verdict v WHERE v.item_id = item.id{on_cat})"
+        if verdict == "none":
+            sql = "NOT " + sql
+    elif category:
+        sql = f"{_LATEST} = :f_verdict"
+    else:
+        sql = (
+            "EXISTS (SELECT 1 FROM verdict v WHERE v.item_id = item.id AND v.verdict = :f_verdict AND v.id = "
+            "(SELECT max(v2.id) FROM verdict v2 WHERE v2.item_id = v.item_id AND v2.category = v.category))"
+        )
+    params = [bindparam("f_verdict", verdict, type_=String)] if ":f_verdict" in sql else []
+    if category:
+        params.append(bindparam("f_vcat", category, type_=String))
+    return text(sql).bindparams(*params)
+
+
+def _conditions(dialect: str, f: SearchFilters) -> list[Any]:
     c: list[Any] = []
     if f.category:
-        c.append(_json_contains(dialect, "categories", f.category, "f_category"))
+        c.append(_category_condition(dialect, f.category))
     if f.country:
         c.append(_json_contains(dialect, "countries", f.country.upper(), "f_country"))
     if f.feed:
@@ -139,7 +169,7 @@ def _conditions(db: Db, dialect: str, f: SearchFilters) -> list[Any]:
     if f.incident is not None:
         c.append(_ITEM.c.incident_id == f.incident)
     if f.verdict:
-        c.append(_verdict_condition(db, f.verdict))
+        c.append(_verdict_condition(f.verdict, f.category))
     return c
 
 
@@ -147,14 +177,19 @@ def _ranked_ids(
     db: Db, query_node: Any, f: SearchFilters, limit: int, offset: int
 ) -> list[tuple[int, float]]:
     dialect = dialect_name(db)
-    conditions = _conditions(db, dialect, f)
+    conditions = _conditions(dialect, f)
     if dialect == "sqlite":
         fts = table(FTS_TABLE, column("rowid"))
         score = literal_column(_BM25, Float)
+        match = text(f"{FTS_TABLE} MATCH :match").bindparams(match=fts5_match(query_node))
+        if not conditions:  # the index alone answers: no item row is read for the items not shown
+            stmt = select(fts.c.rowid, score).where(match).order_by(score, fts.c.rowid.desc())
+            rows = db.execute(stmt.limit(limit).offset(offset)).all()
+            return [(r[0], -float(r[1])) for r in rows]
         stmt = (
             select(_ITEM.c.id, score)
             .select_from(_ITEM.join(fts, fts.c.rowid == _ITEM.c.id))
-            .where(text(f"{FTS_TABLE} MATCH :match").bindparams(match=fts5_match(query_node)), *conditions)
+            .where(match, *conditions)
             .order_by(score, _ITEM.c.id.desc())
         )
         rows = db.execute(stmt.limit(limit).offset(offset)).all()

@@ -8,7 +8,7 @@ from html import escape
 
 from monitor.rules.normalize import WORD_RE, fold_with_map
 from monitor.search.query import And, Node, Or, Phrase, Term
-from monitor.search.text import analyse, language_mode, query_keys, query_lemma_variants, subwords
+from monitor.search.text import analyse, language_mode, query_lemma_variants, query_word, subwords
 
 SNIPPET_WORDS_BEFORE = 8
 SNIPPET_WORDS = 36
@@ -34,8 +34,11 @@ class Highlighter:
             if node.prefix:
                 self.prefixes.add(node.word)
             else:
+                qw = query_word(node.word)
                 self.surface.add(node.word)
-                self.keys.update(query_keys(node.word))
+                self.lemmas.update(qw.lemmas)
+                self.keys.update(qw.lemmas)  # a stored word's other lemmas are among its keys
+                self.keys.update(qw.keys)
         elif isinstance(node, Phrase):
             self.surface.update(node.words)
             for v in query_lemma_variants(list(node.words)):

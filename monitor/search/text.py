@@ -6,14 +6,18 @@ but knows no Kazakh). A text becomes three token streams, aligned by word positi
 
 - S, the surface: each word folded as the rules fold it (NFKC, case-fold, ё -> е), marks such as stress accents
   dropped;
-- L, one lemma per word: pymorphy3's normal form for Russian and Ukrainian, a regular-inflection stem for
-  English, the word itself for Kazakh (which has no dictionary here). Phrases are matched on L, so
+- L, one lemma per word: pymorphy3's most likely normal form for Russian and Ukrainian, a regular-inflection
+  stem for English, the word itself for Kazakh (which has no dictionary here). Phrases are matched on L, so
   "задержали активистов" also finds "задержан активист";
-- K, a bag of keys per word: every lemma an ambiguous word may have ("r" + lemma: стали -> стать, сталь) and,
-  for Kazakh, the rules' own suffix grammar turned around: "n"/"v"/"w" + stem for each way the word splits
-  into a stem and a valid noun / voiced-noun / verb ending (monitor.rules.morph). A query word asks for its
-  keys, so Kazakh search means exactly what a rule term means: қамау finds қамалды, қамауға; наразылық finds
+- K, a bag of keys per word: the other lemmas an ambiguous word may have (стали: L стать, K сталь) and, for
+  Kazakh, the rules' own suffix grammar turned around: "n"/"v"/"w" + stem for each way the word splits into a
+  stem and a valid noun / voiced-noun / verb ending (monitor.rules.morph). A query word asks for its keys, so
+  Kazakh search means exactly what a rule term means: қамау finds қамалды, қамауға; наразылық finds
   наразылығы.
+
+A query word matches a stored word when one of the query word's lemmas (in any language it may be in, and the
+word itself) is the stored word's L or one of its K lemmas, or when one of its Kazakh keys is among the stored
+word's keys. S serves prefix queries.
 """
 
 from __future__ import annotations
@@ -122,8 +126,9 @@ def english_stem(word: str) -> str:
 
 @lru_cache(maxsize=50_000)
 def kazakh_keys(word: str) -> tuple[str, ...]:
-    """Every (stem, ending class) split of a folded Kazakh word the rules' grammar allows, as K keys."""
-    keys = ["n" + word]
+    """Every (stem, ending class) split of a folded Kazakh word the rules' grammar allows, as K keys; the word
+    with no ending is left out (its L is the word itself, which a query asks for anyway)."""
+    keys: list[str] = []
     for i in range(2, len(word)):
         stem, rest = word[:i], word[i:]
         if KK_NOUN_RE.fullmatch(rest):
@@ -140,22 +145,21 @@ class WordKeys:
     """What one word of a stored text puts in the index."""
 
     lemma: str  # L stream
-    keys: tuple[str, ...]  # K bag
+    keys: tuple[str, ...]  # K bag: other lemmas, Kazakh stem keys
 
 
 @lru_cache(maxsize=100_000)
 def analyse(word: str, mode: str) -> WordKeys:
     """Index entry of one folded word of an item whose Cyrillic words are analysed as `mode`."""
     if _LATIN_RE.match(word):
-        stem = english_stem(word)
-        return WordKeys(stem, ("r" + stem,))
+        return WordKeys(english_stem(word), ())
     if not _CYRILLIC_RE.search(word):
         return WordKeys(word, ())  # digits, other scripts: the surface is all
     kazakh = mode == "kk" or any(c in _KK_LETTERS for c in word)
     if kazakh:
         return WordKeys(word, kazakh_keys(word))
     lemmas = slavic_lemmas("uk" if mode == "uk" else "ru", word)
-    keys = tuple("r" + lem for lem in lemmas)
+    keys = lemmas[1:]
     if mode == "any":  # unknown language: a Cyrillic word may be Kazakh written without its own letters
         keys += kazakh_keys(word)
     return WordKeys(lemmas[0] if lemmas else word, keys)
@@ -187,22 +191,32 @@ def document(title: str, text: str, language: str | None) -> Document:
 # ---- the query side --------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class QueryWord:
+    """What one query word asks for: any of `lemmas` as a stored word's L or K lemma, or any of `keys`
+    (Kazakh stem keys) among its K keys."""
+
+    lemmas: tuple[str, ...]
+    keys: tuple[str, ...]
+
+
 @lru_cache(maxsize=4096)
-def query_keys(word: str) -> tuple[str, ...]:
-    """K keys a query word asks for: its lemmas in every language it may be in, and for Cyrillic words the
-    Kazakh stems a rule term of that spelling would match (monitor.rules.morph.kazakh_stems)."""
+def query_word(word: str) -> QueryWord:
+    """The lemmas of a folded query word in every language it may be in, the word itself among them, and for
+    Cyrillic words the Kazakh stems a rule term of that spelling would match (morph.kazakh_stems)."""
     if _LATIN_RE.match(word):
-        return ("r" + english_stem(word),)
+        return QueryWord((english_stem(word),), ())
     if not _CYRILLIC_RE.search(word):
-        return ()
-    keys: dict[str, None] = {}
+        return QueryWord((word,), ())
+    lemmas: dict[str, None] = {word: None}
     for lang in ("ru", "uk"):
         for lem in slavic_lemmas(lang, word):
-            keys.setdefault("r" + lem, None)
+            lemmas.setdefault(lem, None)
+    keys: dict[str, None] = {}
     for stem, check in kazakh_stems(word):
         if check in KK_CHECKS:
             keys.setdefault(_KK_TAG[check] + stem, None)
-    return tuple(keys)
+    return QueryWord(tuple(lemmas), tuple(keys))
 
 
 def query_lemma_variants(words: list[str]) -> list[list[str]]:
