@@ -20,13 +20,13 @@ import monitor.cli
 from monitor.cli.app import app
 from monitor.config.load import load_config
 from monitor.config.models import FeedConfig
+from monitor.ingest.decide import plan_entries
 from monitor.ingest.parse import Entry
 from monitor.ingest.poll import poll_once
 from monitor.search import SearchFilterError, SearchFilters, SearchQueryError, rebuild_index, search
 from monitor.search.backends import FTS_TABLE, PG_TABLE
 from monitor.service.retention import prune_unmatched
 from monitor.store.engine import session_scope
-from monitor.ingest.decide import plan_entries
 from monitor.store.items import StoreStats, load_known, write_entries
 from monitor.store.models import Feed, Item
 from tests.support.feedserver import FeedServer
