@@ -225,6 +225,12 @@ def test_verdicts_filter_and_win_over_the_rules(engine: Engine, ids: dict[str, i
         "ru_fined",
     }
     assert found(engine, "задержать OR алена", verdict="none") == {"ru_yo", "ru_e"}
+    shown = {h.item_id: h.categories for h in search(engine, "задержать OR оштрафовать").hits}
+    assert shown == {
+        ids["ru_detained"]: ["prosecution"],
+        ids["ru_charged"]: [],
+        ids["ru_fined"]: ["prosecution"],
+    }
     with pytest.raises(SearchFilterError, match="verdict must be one of"):
         search(engine, "задержать", filters=SearchFilters(verdict="maybe"))
 

@@ -30,9 +30,11 @@ from monitor.search.index import Db, dialect_name
 from monitor.search.query import SearchFilterError, parse_query
 from monitor.search.snippet import Highlighter, highlight
 from monitor.store.models import Item, ItemSource
+from monitor.store.workspace_models import Verdict
 
 _ITEM = Item.__table__  # type: ignore[attr-defined]
 _SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
+_VERDICT = Verdict.__table__  # type: ignore[attr-defined]
 MAX_LIMIT = 500
 # FTS5's bm25 weights for the columns s, l, k: a word's own lemma counts more than its other readings
 _BM25 = f"bm25({FTS_TABLE}, 1.0, 2.0, 1.0)"
@@ -66,7 +68,7 @@ class SearchHit:
     feed: str
     language: str | None
     published: datetime
-    categories: list[str]
+    categories: list[str]  # the rules' categories with the analysts' verdicts applied
     countries: list[str]
     incident: int | None
 
@@ -230,6 +232,29 @@ def search(
     return _search(db, query, node, f, limit, offset)
 
 
+def _verdicts_in_force(db: Db, item_ids: list[int]) -> dict[int, dict[str, str]]:
+    """{item: {category: verdict}} of the latest verdict per (item, category), as monitor.store.verdicts
+    orders them (highest id wins)."""
+    out: dict[int, dict[str, str]] = {}
+    if not item_ids:
+        return out
+    rows = db.execute(
+        select(_VERDICT.c.item_id, _VERDICT.c.category, _VERDICT.c.verdict)
+        .where(_VERDICT.c.item_id.in_(item_ids))
+        .order_by(_VERDICT.c.id)
+    )
+    for item_id, category, verdict in rows:
+        out.setdefault(item_id, {})[category] = verdict
+    return out
+
+
+def _with_verdicts(rules: list[str], verdicts: dict[str, str]) -> list[str]:
+    """The categories a result shows: the analysts' verdicts win over the rules, as everywhere else."""
+    cats = [c for c in rules if verdicts.get(c) != "reject"]
+    cats += sorted(c for c, v in verdicts.items() if v in ("confirm", "add") and c not in cats)
+    return cats
+
+
 def _search(db: Db, query: str, node: Any, f: SearchFilters, limit: int, offset: int) -> SearchResults:
     ranked = _ranked_ids(db, node, f, limit + 1, offset)
     more = len(ranked) > limit
@@ -253,6 +278,7 @@ def _search(db: Db, query: str, node: Any, f: SearchFilters, limit: int, offset:
             ).where(_ITEM.c.id.in_([i for i, _ in ranked]))
         )
     }
+    verdicts = _verdicts_in_force(db, list(rows))
     hl = Highlighter.for_query(node)
     hits = []
     for item_id, score in ranked:
@@ -272,7 +298,7 @@ def _search(db: Db, query: str, node: Any, f: SearchFilters, limit: int, offset:
                 feed=r.feed_id,
                 language=r.language,
                 published=r.published,
-                categories=list(r.categories or []),
+                categories=_with_verdicts(list(r.categories or []), verdicts.get(item_id, {})),
                 countries=list(r.countries or []),
                 incident=r.incident_id,
             )
