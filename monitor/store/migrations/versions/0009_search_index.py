@@ -1,8 +1,8 @@
 """search index: an FTS5 table on SQLite, a tsvector table with a GIN index on PostgreSQL, filled from the
 items already stored
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 07:00:00
 
 The tables are not ORM models (FTS5 is a virtual table; the two databases need different ones); their layout
@@ -16,8 +16,8 @@ from alembic import op
 
 from monitor.search.index import create_index_tables, drop_index_tables, rebuild_index
 
-revision = "0008"
-down_revision = "0007"
+revision = "0009"
+down_revision = "0008"
 branch_labels = None
 depends_on = None
 
