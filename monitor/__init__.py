@@ -43,6 +43,7 @@ from monitor.errors import (
     RuleError,
     StoreError,
 )
+from monitor.search import SearchError, SearchFilterError, SearchHit, SearchQueryError, SearchResults
 
 __all__ = [
     "Classification",
@@ -66,6 +67,11 @@ __all__ = [
     "PollResult",
     "ReclassifyResult",
     "RuleError",
+    "SearchError",
+    "SearchFilterError",
+    "SearchHit",
+    "SearchQueryError",
+    "SearchResults",
     "SiteResult",
     "StoreError",
     "__version__",

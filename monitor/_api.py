@@ -37,6 +37,7 @@ from monitor._types import (
 )
 from monitor.config.load import Config, load_config, resolve_config_dir
 from monitor.errors import NotFoundError, StoreError
+from monitor.search import SearchResults
 
 T = TypeVar("T")
 
@@ -363,6 +364,40 @@ class Monitor:
                 assert inc.id is not None
                 out.append(_incident(inc, members[inc.id]))
         return out
+
+    def search(
+        self,
+        query: str,
+        *,
+        category: str | None = None,
+        country: str | None = None,
+        feed: str | None = None,
+        language: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        incident: int | None = None,
+        verdict: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> SearchResults:
+        """Full-text search over every stored item, best first: words, "phrases", -word, OR, prefix*; inflected
+        Russian and Kazakh words find their other forms. since inclusive, until exclusive (naive means UTC);
+        verdict: confirm | reject | add | any | none. Raises SearchQueryError for a malformed query (with the
+        position) and SearchFilterError for a filter that cannot be applied. Hits carry escaped, highlighted
+        HTML (`title_html`, `snippet_html`)."""
+        from monitor.search import SearchFilters, search
+
+        filters = SearchFilters(
+            category=category,
+            country=country,
+            feed=feed,
+            language=language,
+            since=_aware(since),
+            until=_aware(until),
+            incident=incident,
+            verdict=verdict,
+        )
+        return search(self._engine, query, filters=filters, limit=limit, offset=offset)
 
     # --- deliver ----------------------------------------------------------------------------------------------
 

@@ -132,3 +132,20 @@ def test_reclassify_dry_run_reports_the_change_and_stores_nothing(
         done = m2.reclassify()
         assert done.to_json()["categories"] == diff.to_json()["categories"]
         assert not m2.items(category="protest_crackdown", limit=None)
+
+
+def test_search_finds_stored_items_with_escaped_highlights_and_names_a_malformed_query(
+    m: monitor.Monitor,
+) -> None:
+    m.poll(all=True)
+    ru = next(i for i in m.items(limit=None) if i.language == "ru" and "задерж" in (i.title + " ").lower())
+    found = m.search("задержать", limit=50)
+    assert ru.id in {h.item_id for h in found.hits}  # the verb's dictionary form finds its inflected forms
+    hit = next(h for h in found.hits if h.item_id == ru.id)
+    assert "<mark>" in hit.title_html + hit.snippet_html
+    only_ru = m.search("задержать", language="ru", limit=50)
+    assert only_ru.hits and all(h.language == "ru" for h in only_ru.hits)
+    with pytest.raises(monitor.SearchQueryError) as info:
+        m.search('"unbalanced')
+    assert info.value.position is not None
+    assert isinstance(info.value, monitor.MonitorError)
