@@ -29,10 +29,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Literal, get_args
 
-import httpcore
 import httpx
-from httpcore._backends.anyio import AnyIOBackend
-from httpcore._utils import is_socket_readable
 
 from monitor.errors import FetchError
 from monitor.ingest import netguard
@@ -275,89 +272,16 @@ class _Trace:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-class _Stream(httpcore.AsyncNetworkStream):
-    """A connection whose socket is looked up once. httpcore asks every pooled connection, on every request,
-    whether it is still readable; the anyio stream answers by building a dict of all its attributes (peer and
-    local addresses: two system calls) each time, which made keeping connections alive cost more CPU than
-    reconnecting (bench/ingest.py, 500 feeds: 2.2x the unchanged cycle's CPU before this)."""
-
-    def __init__(self, inner: httpcore.AsyncNetworkStream) -> None:
-        self._inner = inner
-        self._socket = inner.get_extra_info("socket")
-        self._server_addr = inner.get_extra_info("server_addr")
-
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
-        return await self._inner.read(max_bytes, timeout)
-
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
-        await self._inner.write(buffer, timeout)
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-    async def start_tls(
-        self, ssl_context: ssl.SSLContext, server_hostname: str | None = None, timeout: float | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.start_tls(ssl_context, server_hostname, timeout))
-
-    def get_extra_info(self, info: str) -> object:
-        if info == "is_readable":
-            return is_socket_readable(self._socket)
-        if info == "socket":
-            return self._socket
-        if info == "server_addr":
-            return self._server_addr
-        return self._inner.get_extra_info(info)
-
-
-class _Backend(httpcore.AsyncNetworkBackend):
-    def __init__(self) -> None:
-        self._inner = AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return _Stream(await self._inner.connect_tcp(host, port, timeout, local_address, socket_options))
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        return await self._inner.connect_unix_socket(path, timeout, socket_options)
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
 _SSL: ssl.SSLContext | None = None
 
 
 def _ssl_context() -> ssl.SSLContext:
-    """One verifying TLS context for every cycle: loading the CA store took more time than a cycle's 304s."""
+    """One verifying TLS context for every cycle: loading the CA store again cost a cycle of 304s about a tenth
+    of its CPU (py-spy, bench/ingest.py at 500 feeds)."""
     global _SSL
     if _SSL is None:
         _SSL = httpx.create_ssl_context(trust_env=False)
     return _SSL
-
-
-def _transport(lim: FetchLimits) -> httpx.AsyncHTTPTransport:
-    """httpx's transport over a connection pool whose connections answer httpcore's health checks cheaply."""
-    transport = httpx.AsyncHTTPTransport(verify=_ssl_context(), trust_env=False)
-    transport._pool = httpcore.AsyncConnectionPool(
-        ssl_context=_ssl_context(),
-        max_connections=lim.max_concurrency,
-        max_keepalive_connections=lim.max_concurrency,
-        keepalive_expiry=5.0,
-        network_backend=_Backend(),
-    )
-    return transport
 
 
 class Fetcher:
@@ -373,8 +297,11 @@ class Fetcher:
         lim = self.limits
         self._client = httpx.AsyncClient(
             follow_redirects=False,
+            verify=_ssl_context(),
             timeout=httpx.Timeout(lim.total_timeout, connect=lim.connect_timeout),
-            transport=_transport(lim),
+            limits=httpx.Limits(
+                max_connections=lim.max_concurrency, max_keepalive_connections=lim.max_concurrency
+            ),
             headers={"User-Agent": lim.user_agent},
             # Proxies from the environment would make the SSRF guard check the proxy, not the feed host.
             trust_env=False,
@@ -495,8 +422,9 @@ class Fetcher:
                 return self._redirect_target(trace, url, status, resp_headers.get("location"))
 
             base = self._base_result(req, trace, str(url), resp_headers, started)
+            # Leaving a 304 unread closes its connection. Reading it to keep the connection alive was measured
+            # slower: httpcore's pool scans every pooled connection on each request (500 feeds: 2.2x the CPU).
             if status == 304:
-                await _drain(resp)
                 return replace(
                     base,
                     outcome="not_modified",
@@ -611,20 +539,6 @@ class Fetcher:
             retry_after=parse_retry_after(trace.headers.get("retry-after")) if status is not None else None,
             elapsed=time.monotonic() - started,
         )
-
-
-# A 304 has no body; a server that sends one anyway gets its connection closed rather than read at length.
-_DRAIN_LIMIT = 64 * 1024
-
-
-async def _drain(resp: httpx.Response) -> None:
-    """Read the (empty) rest of a response, so its connection goes back to the pool for the next request to
-    that host instead of being closed: connecting and closing were most of an unchanged cycle's cost."""
-    seen = 0
-    async for chunk in resp.aiter_raw():
-        seen += len(chunk)
-        if seen > _DRAIN_LIMIT:
-            return  # leaving the stream unread closes the connection
 
 
 def _error(base: FetchResult, kind: ErrorKind, what: str) -> FetchResult:
