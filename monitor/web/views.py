@@ -234,9 +234,11 @@ def _conditions(dialect: str, f: ListFilters) -> list[Any]:
             ).bindparams(bindparam("w_cat", f.category, type_=String))
         )
     elif f.scope != "all":
+        # Matched: the categories hold now, or an analyst judged the item (a match rejected to nothing stays
+        # listed, with its rejected chip, so the verdict can be seen and taken back).
         holds = (
             "(json_array_length(item.categories) > 0 OR EXISTS (SELECT 1 FROM verdict v "
-            "WHERE v.item_id = item.id AND v.verdict IN ('confirm', 'add')))"
+            "WHERE v.item_id = item.id))"
         )
         c.append(text(holds if f.scope == "matched" else f"NOT {holds}"))
     if f.scope != "all":
