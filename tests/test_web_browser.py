@@ -253,3 +253,34 @@ def test_search_in_russian_finds_other_forms_of_the_word(
         assert titles == ["В Алматы задержали главного редактора «Трибуны»"], titles
         assert page.locator("li.item mark").first.inner_text() == "задержали"
         page.screenshot(path=str(shots / "search.png"))
+
+
+def test_a_match_rejected_in_the_browser_leaves_the_next_digest(
+    engine: Engine, config_dir: Path, browser: Any, tmp_path: Path
+) -> None:
+    from monitor.config.load import load_config
+    from monitor.deliver.digest import deliver_digest
+
+    path = config_dir / "digests.yaml"
+    path.write_text(path.read_text(encoding="utf-8").replace("first_lookback: 24h", "first_lookback: 3650d"))
+    ids = stored(engine)
+    with Session(engine) as s:
+        target = s.get(Item, ids[3])
+        assert target is not None and target.categories
+        title = target.title
+
+    def digest_page(name: str) -> str:
+        run = deliver_digest(engine, load_config(config_dir), "daily", dry_run_out=tmp_path / name)
+        assert run.html_path is not None
+        return run.html_path.read_text(encoding="utf-8")
+
+    assert title in digest_page("before")  # the control: the rules' match would be delivered
+    with WorkspaceServer(engine, config_dir) as ws:
+        page = browser.new_page(viewport={"width": 1100, "height": 900})
+        log_in(page, ws.base)
+        page.goto(f"{ws.base}/workspace/items/{ids[3]}")
+        for _ in range(page.locator("li.category").count()):
+            page.locator("li.category:not(.rejected) button[value=reject]").first.click()
+            page.wait_for_load_state()
+        assert page.locator("li.category.rejected").count() == len(target.categories)
+    assert title not in digest_page("after")

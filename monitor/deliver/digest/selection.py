@@ -113,7 +113,11 @@ def select_incidents(
             col(Incident.categories),
             col(Incident.countries),
         )
-        .where(col(Incident.updated_at) > lower, col(Incident.updated_at) <= now)
+        # An incident left with no reports (its last one rejected, reclassified away, or merged elsewhere) has
+        # nothing to tell: it is not delivered, not even as an update.
+        .where(
+            col(Incident.updated_at) > lower, col(Incident.updated_at) <= now, col(Incident.item_count) > 0
+        )
         .order_by(col(Incident.updated_at), col(Incident.id))
     )
     for iid, updated, n_items, first, last, categories, inc_countries in rows:
