@@ -16,7 +16,6 @@ from sqlalchemy import Engine, inspect, text, update
 from sqlalchemy.orm import Session
 from typer.testing import CliRunner
 
-import monitor.cli
 from monitor.cli.app import app
 from monitor.config.load import load_config
 from monitor.config.models import FeedConfig
@@ -434,7 +433,6 @@ def test_hostile_feed_content_is_escaped_in_titles_and_snippets(engine: Engine, 
     )
 
 
-monitor.cli._register()
 runner = CliRunner()
 
 

@@ -19,7 +19,6 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 from typer.testing import CliRunner
 
-import monitor.cli
 from monitor.cli.app import app
 from monitor.incidents import group_items
 from monitor.store import ensure_schema, make_engine
@@ -424,13 +423,6 @@ def test_two_analysts_posting_opposite_verdicts_at_once_are_both_recorded(
 # --- merge and move -----------------------------------------------------------------------------------------
 
 
-def _triage_available() -> bool:
-    import monitor.incidents as inc
-
-    return hasattr(inc, "merge_incidents") and hasattr(inc, "move_item")
-
-
-@pytest.mark.skipif(not _triage_available(), reason="monitor.incidents has no merge_incidents/move_item yet")
 def test_merge_and_move_from_the_incident_page_are_recorded(sqlite_engine: Engine, config_dir: Path) -> None:
     from monitor.store.models import Incident, Item
 
@@ -474,15 +466,6 @@ def test_merge_and_move_from_the_incident_page_are_recorded(sqlite_engine: Engin
 # --- search -------------------------------------------------------------------------------------------------
 
 
-def _search_available() -> bool:
-    try:
-        import monitor.search  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _search_available(), reason="monitor.search is not in this build yet")
 def test_search_finds_an_inflected_russian_word_and_a_malformed_query_is_a_message(
     sqlite_engine: Engine, config_dir: Path
 ) -> None:
@@ -521,7 +504,6 @@ def test_search_finds_an_inflected_russian_word_and_a_malformed_query_is_a_messa
 def test_users_command_adds_lists_and_removes_accounts_with_argon2_hashes(
     sqlite_url: str, tmp_path: Path
 ) -> None:
-    monitor.cli._register()
     runner = CliRunner()
     base = ["--db", sqlite_url]
     added = runner.invoke(app, [*base, "users", "add", "aigerim"], input="a long enough secret\n")
@@ -561,7 +543,6 @@ def test_monitor_run_serves_the_workspace_and_stops_cleanly(sqlite_url: str, con
     ensure_schema(engine)
     ids = stored(engine)
     env = {**os.environ, "MONITOR_SECRET_KEY": "k" * 40}
-    monitor.cli._register()
     CliRunner().invoke(app, ["--db", sqlite_url, "users", "add", "aigerim"], input=PASSWORD + "\n")
     proc = subprocess.Popen(
         [

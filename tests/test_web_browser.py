@@ -225,15 +225,6 @@ def test_hostile_feed_content_runs_nothing_and_loads_nothing(
         assert watch.outside == [] and watch.dialogs == []
 
 
-def _search_available() -> bool:
-    try:
-        import monitor.search  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _search_available(), reason="monitor.search is not in this build yet")
 def test_search_in_russian_finds_other_forms_of_the_word(
     engine: Engine, config_dir: Path, browser: Any, shots: Path
 ) -> None:

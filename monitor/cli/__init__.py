@@ -13,10 +13,5 @@ from monitor.cli.app import app
 COMMAND_MODULES = (core, feeds, ingest, rules, feedback, site, deliver, notify, service, users, search)
 
 
-def _register() -> None:
-    """Nothing left to do: importing this package registers every command. Kept while tests written before
-    that still call it are rebased."""
-
-
 def main() -> None:
     app()

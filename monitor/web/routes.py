@@ -24,7 +24,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from monitor.deliver.render import CATEGORY_TITLES, environment
-from monitor.incidents import settle_verdicts
+from monitor.incidents import TriageError, merge_incidents, move_item, settle_verdicts
 from monitor.store.engine import write_scope
 from monitor.store.types import utcnow
 from monitor.store.verdicts import VerdictError, add_note, audit, record_verdict
@@ -192,15 +192,6 @@ def _src_of(request: Request) -> WorkspaceSource | None:
 # --- reading ----------------------------------------------------------------------------------------------------
 
 
-def _search_entry() -> Any:
-    """monitor.search's entry point, or None while this build has no search module."""
-    try:
-        from monitor.search import search
-    except ImportError:
-        return None
-    return search
-
-
 async def item_list(src: WorkspaceSource, request: Request) -> Response:
     titles = category_titles(src)
     try:
@@ -208,23 +199,21 @@ async def item_list(src: WorkspaceSource, request: Request) -> Response:
     except views.BadInput as exc:
         return await error_page(src, request, 400, str(exc))
     engine = src.engine()
-    search = _search_entry()
 
     def load() -> tuple[views.ListPage, list[str], list[str]]:
         with Session(engine) as s:
-            return views.list_items(s, filters, search=search), views.feed_ids(s), views.countries(s)
+            return views.list_items(s, filters), views.feed_ids(s), views.countries(s)
 
     page, feeds, countries = await in_thread(load)
     return await render(
         src,
         request,
         "list.html",
-        status=400 if page.error and page.searched and search is not None else 200,
+        status=400 if page.error and page.searched else 200,
         page=page,
         f=filters,
         feeds=feeds,
         countries=countries,
-        search_available=search is not None,
         scopes=views.SCOPES,
         verdict_filters=views.VERDICT_FILTERS,
     )
@@ -255,7 +244,7 @@ async def incident_page(src: WorkspaceSource, request: Request) -> Response:
     ctx = await in_thread(load)
     if ctx is None:
         return await error_page(src, request, 404, f"There is no incident {incident_id}.")
-    return await render(src, request, "incident.html", triage_available=_triage() is not None, **ctx)
+    return await render(src, request, "incident.html", **ctx)
 
 
 async def audit_page(src: WorkspaceSource, request: Request) -> Response:
@@ -372,14 +361,6 @@ async def post_note(src: WorkspaceSource, request: Request) -> Response:
 # --- incidents ----------------------------------------------------------------------------------------------------
 
 
-def _triage() -> Any:
-    """(merge_incidents, move_item, TriageError) from monitor.incidents, or None in a build without them."""
-    import monitor.incidents as incidents
-
-    found = tuple(getattr(incidents, n, None) for n in ("merge_incidents", "move_item", "TriageError"))
-    return None if None in found else found
-
-
 def _grouping_options(src: WorkspaceSource) -> dict[str, Any]:
     """What grouping is configured with (category severities, country-level words), as triage takes them."""
     cfg = src.config()
@@ -408,10 +389,6 @@ async def post_merge(src: WorkspaceSource, request: Request) -> Response:
         user, form = await writer(src, request)
     except Refused as r:
         return r.response
-    triage = _triage()
-    if triage is None:
-        return await error_page(src, request, 501, "Merging incidents is not available in this build.")
-    merge_incidents, _, triage_error = triage
     try:
         other = _form_int(form, "other") or _form_int(form, "other_id")
     except ValueError as exc:
@@ -430,7 +407,7 @@ async def post_merge(src: WorkspaceSource, request: Request) -> Response:
 
     try:
         moved = await in_thread(write)
-    except triage_error as exc:
+    except TriageError as exc:
         return await error_page(src, request, 400, f"Could not merge: {exc}")
     count_write(src, "merge")
     log.info(
@@ -448,10 +425,6 @@ async def post_move(src: WorkspaceSource, request: Request) -> Response:
         user, form = await writer(src, request)
     except Refused as r:
         return r.response
-    triage = _triage()
-    if triage is None:
-        return await error_page(src, request, 501, "Moving reports is not available in this build.")
-    _, move_item, triage_error = triage
     try:
         item_id = _form_int(form, "item")
         into = _form_int(form, "into")
@@ -469,7 +442,7 @@ async def post_move(src: WorkspaceSource, request: Request) -> Response:
 
             item = s.get(Item, item_id)
             if item is None or item.incident_id != incident_id:
-                raise triage_error(f"item {item_id} is not in incident {incident_id}")
+                raise TriageError(f"item {item_id} is not in incident {incident_id}")
             moved = move_item(s, item_id, by=user, why=why, into_id=into, **options)
             audit(
                 s,
@@ -484,7 +457,7 @@ async def post_move(src: WorkspaceSource, request: Request) -> Response:
 
     try:
         target = await in_thread(write)
-    except triage_error as exc:
+    except TriageError as exc:
         return await error_page(src, request, 400, f"Could not move: {exc}")
     count_write(src, "move")
     log.info("%s moved item %d out of incident %d", user, item_id, incident_id, extra={"event": "move"})

@@ -18,6 +18,7 @@ from sqlalchemy import String, bindparam, or_, text
 from sqlmodel import Session, col, select
 
 from monitor.deliver.render import safe_url
+from monitor.search import SearchError, SearchFilters, search
 from monitor.store.models import Feed, Incident, Item, ItemSource
 from monitor.store.verdicts import apply_verdicts, item_notes, latest_verdicts, verdict_history
 from monitor.store.workspace_models import AuditEntry, Verdict
@@ -293,16 +294,12 @@ def _rows(session: Session, items: Sequence[Item]) -> list[Row]:
     return rows
 
 
-def list_items(session: Session, f: ListFilters, *, search: Any = None) -> ListPage:
-    """The list page: a search when `f.q` is given (through `search`, monitor.search's entry point), else the
-    newest items passing the filters."""
+def list_items(session: Session, f: ListFilters) -> ListPage:
+    """The list page: a search when `f.q` is given, else the newest items passing the filters."""
     page = ListPage(filters=f)
     if f.q:
         page.searched = True
-        if search is None:
-            page.error = "Search is not available in this build."
-            return page
-        return _search(session, f, search, page)
+        return _search(session, f, page)
     dialect = session.get_bind().dialect.name
     stmt = (
         select(Item)
@@ -317,8 +314,7 @@ def list_items(session: Session, f: ListFilters, *, search: Any = None) -> ListP
     return page
 
 
-def _search(session: Session, f: ListFilters, search: Any, page: ListPage) -> ListPage:
-    from monitor.search import SearchError, SearchFilters
+def _search(session: Session, f: ListFilters, page: ListPage) -> ListPage:
 
     filters = SearchFilters(
         category=f.category or None,
