@@ -16,6 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from monitor.backoff import delivery_backoff
 from monitor.config.digests import next_fire_time
 from monitor.config.load import load_config, packaged_dir
 from monitor.deliver.digest import (
@@ -25,7 +26,7 @@ from monitor.deliver.digest import (
     retry_pending,
 )
 from monitor.deliver.digest import outbox as outbox_mod
-from monitor.deliver.digest.outbox import ATTEMPT_LEASE, backoff
+from monitor.deliver.digest.outbox import ATTEMPT_LEASE
 from monitor.deliver.site import build_site
 from monitor.errors import ConfigError, ConfigErrors
 from monitor.store.digest_models import DigestEntry, DigestOutbox
@@ -248,19 +249,19 @@ def test_failed_send_stays_pending_and_one_retry_delivers_it_once(
     run = deliver_digest(engine, load_config(cfg), "daily", now=now)
     assert run.status == "pending" and not run.ok
     assert run.error is not None and "554" in run.error and run.attempts == 1
-    assert run.next_attempt_at == now + backoff(1)
+    assert run.next_attempt_at == now + delivery_backoff(1)
     assert smtp.messages == []
 
     (status,) = digest_status(engine)
     assert status["pending"]["last_error"] == run.error and status["pending"]["attempts"] == 1
-    assert status["pending"]["next_attempt_at"] == (now + backoff(1)).isoformat()
+    assert status["pending"]["next_attempt_at"] == (now + delivery_backoff(1)).isoformat()
     assert status["last_delivered_at"] is None
 
     smtp.mode = "accept"
     # before the backoff expires retry_pending leaves it alone
     assert retry_pending(engine, load_config(cfg).digests.settings, now=now + timedelta(seconds=1)) == []
     assert smtp.messages == []
-    (retried,) = retry_pending(engine, load_config(cfg).digests.settings, now=now + backoff(1))
+    (retried,) = retry_pending(engine, load_config(cfg).digests.settings, now=now + delivery_backoff(1))
     assert retried.status == "delivered" and retried.message_id == run.message_id and retried.attempts == 2
     assert [m.message["Message-ID"] for m in smtp.messages] == [run.message_id]
     assert retry_pending(engine, load_config(cfg).digests.settings, now=now + timedelta(hours=1)) == []
@@ -272,8 +273,8 @@ def test_failed_send_stays_pending_and_one_retry_delivers_it_once(
 
 
 def test_backoff_doubles_and_is_capped() -> None:
-    assert [backoff(n).total_seconds() for n in (1, 2, 3)] == [60, 120, 240]
-    assert backoff(50) == timedelta(hours=6)
+    assert [delivery_backoff(n).total_seconds() for n in (1, 2, 3)] == [60, 120, 240]
+    assert delivery_backoff(50) == timedelta(hours=6)
 
 
 @pytest.mark.parametrize("mode,kind", [("hang", "timeout"), ("drop", "disconnected")])
@@ -507,7 +508,7 @@ def test_alert_after_each_poll_honours_the_backoff_of_its_pending_message(
     assert waiting.status == "pending" and waiting.attempts == 1 and smtp.messages == []
     (status,) = digest_status(engine)
     assert status["last_run_at"] == (now + timedelta(seconds=10)).isoformat()  # the slot counts as served
-    done = deliver_digest(engine, load_config(config_dir), "alert", now=now + backoff(1))
+    done = deliver_digest(engine, load_config(config_dir), "alert", now=now + delivery_backoff(1))
     assert done.previous is not None and done.previous.status == "delivered" and done.status == "empty"
     assert len(smtp.messages) == 1
 

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, or_, update
 from sqlmodel import Session, col, select
 
-from monitor.backoff import exponential_backoff
+from monitor.backoff import delivery_backoff
 from monitor.config.digests import ENV_REF, DigestConfig, redact_target
 from monitor.deliver.render import CATEGORY_TITLES
 from monitor.store.digest_models import DigestOutbox
@@ -36,8 +36,6 @@ from monitor.store.models import Incident
 from monitor.store.notify_models import NotifyOutbox
 from monitor.store.types import utcnow
 
-BACKOFF_BASE = 60.0  # seconds after the first failure, doubling
-BACKOFF_CAP = 6 * 3600.0
 LEASE = timedelta(minutes=5)
 DEFAULT_LIMIT = 4000  # characters, when the plugin declares none: about one chat screen
 _ENV_LIST = "MONITOR_NOTIFY_URLS_{}"
@@ -268,10 +266,6 @@ class NotifyRun:
         }
 
 
-def backoff(attempts: int) -> timedelta:
-    return timedelta(seconds=exponential_backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP))
-
-
 def _send(
     target: str, title: str, body: str, *, timeout: float, environ: Mapping[str, str] | None
 ) -> str | None:
@@ -359,7 +353,7 @@ def send_due(
                 stored.next_attempt_at = None
             else:
                 stored.status, stored.last_error = "pending", error
-                stored.next_attempt_at = now + backoff(stored.attempts)
+                stored.next_attempt_at = now + delivery_backoff(stored.attempts)
             s.add(stored)
             runs.append(
                 NotifyRun(

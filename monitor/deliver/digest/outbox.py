@@ -37,7 +37,7 @@ from sqlalchemy import Engine, and_, case, delete, false, func, insert, or_, tru
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from monitor.backoff import exponential_backoff
+from monitor.backoff import delivery_backoff
 from monitor.config.digests import DigestsSettings
 from monitor.deliver.email import envelope_address
 from monitor.deliver.smtp import SmtpError, send_message, target_from_env
@@ -48,9 +48,6 @@ from monitor.store.types import utcnow
 
 # An attempt holds its row this long; a row still "sending" after that was interrupted (crash, kill).
 ATTEMPT_LEASE = timedelta(minutes=15)
-# One message per digest at a time, so no thundering herd to spread: the backoff is deterministic (no jitter).
-BACKOFF_BASE = 60.0  # seconds after the first failure, doubling
-BACKOFF_CAP = 6 * 3600.0
 _ENTRY_BATCH = 500
 
 # Test seam: called after the server accepted the message and before that is recorded (a crash there is what
@@ -114,11 +111,6 @@ class DigestRun:
             "previous": self.previous.to_json() if self.previous else None,
             "notifications": [n.to_json() for n in self.notifications],
         }
-
-
-def backoff(attempts: int) -> timedelta:
-    """Wait before the next automatic retry: 1 min, 2, 4... capped at 6 h."""
-    return timedelta(seconds=exponential_backoff(attempts, base=BACKOFF_BASE, cap=BACKOFF_CAP))
 
 
 @dataclass(frozen=True)
@@ -310,7 +302,7 @@ def _record_failure(engine: Engine, row: DigestOutbox, error: str, now: datetime
         current.status = "pending"
         current.lease_until = None
         current.last_error = error
-        current.next_attempt_at = now + backoff(current.attempts)
+        current.next_attempt_at = now + delivery_backoff(current.attempts)
         s.add(current)
     return run_of(current, "pending")
 
