@@ -21,12 +21,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import httpx
 
 from monitor.ingest.fetch import Fetcher, FetchRequest, FetchResult
 from monitor.sanitize import normalize_text
+
+if TYPE_CHECKING:
+    from monitor.config.load import Config
 
 __all__ = [
     "ArticleEnricher",
@@ -352,14 +355,12 @@ class ArticleEnricher:
     taken by `monitor.store.evidence.record_stage`.
     """
 
-    def __init__(self, config: object, fetcher_factory: object | None = None) -> None:
+    def __init__(self, config: Config, fetcher_factory: Callable[[], Fetcher] | None = None) -> None:
         self.config = config
-        settings = getattr(config, "settings", None)
-        interval = settings.articles.per_host_interval if settings is not None else 1.0
-        self.max_inline = int(settings.articles.max_inline) if settings is not None else 10
-        self.pacer = HostPacer(float(interval))
+        self.max_inline = config.settings.articles.max_inline
+        self.pacer = HostPacer(config.settings.articles.per_host_interval)
         self.pending: dict[tuple[str, str], Pending] = {}
-        self._options = {f.id: f for f in getattr(config, "feeds", [])}
+        self._options = {f.id: f for f in config.feeds}
         self._fetcher_factory = fetcher_factory
         # Load the language models now (seconds, once per process), before the poll claims any feed: loading
         # them later would hold up the event loop, and with it the renewal of the feeds' leases.
@@ -375,26 +376,10 @@ class ArticleEnricher:
 
     def _fetcher(self) -> Fetcher:
         if self._fetcher_factory is not None:
-            return self._fetcher_factory()  # type: ignore[operator]
-        from monitor.ingest.fetch import FetchLimits
+            return self._fetcher_factory()
+        from monitor.ingest.poll import fetch_limits  # poll loads this module lazily: no cycle
 
-        http = self.config.settings.http  # type: ignore[attr-defined]
-        import os
-
-        allow = http.allow_private_networks or os.environ.get("MONITOR_ALLOW_PRIVATE_NETWORKS") == "1"
-        return Fetcher(
-            FetchLimits(
-                max_concurrency=http.max_concurrency,
-                per_host=http.per_host,
-                connect_timeout=http.connect_timeout,
-                total_timeout=http.total_timeout,
-                max_bytes=http.max_bytes,
-                max_decompressed=http.max_decompressed_bytes,
-                max_redirects=http.max_redirects,
-                user_agent=http.user_agent,
-                allow_private=allow,
-            )
-        )
+        return Fetcher(fetch_limits(self.config))
 
     async def __call__(self, feed: object, entries: Sequence[Any]) -> Sequence[Any]:
         from monitor.ingest.language import decide_language
@@ -450,12 +435,12 @@ class ArticleEnricher:
 
 async def retry_articles(
     engine: Any,
-    config: Any,
+    config: Config,
     classifier: Any | None,
     *,
     now: datetime | None = None,
     limit: int = 100,
-    fetcher_factory: Any | None = None,
+    fetcher_factory: Callable[[], Fetcher] | None = None,
 ) -> dict[str, int]:
     """Fetch again the article pages whose retry is due; an item whose page is now read gets the article as
     its text, is classified again and (re)grouped. Returns counts: {"tried", "read", "failed"}."""
