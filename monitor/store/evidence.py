@@ -45,7 +45,6 @@ def record_articles(
     now: datetime,
 ) -> int:
     """Write the article records of the items just stored from `feed_id`; returns how many."""
-    from monitor.ingest.article import retry_delay
 
     ids = list(item_ids)
     if not ids or not pending:
@@ -83,21 +82,26 @@ def record_articles(
         matched = bool(item.categories)
         _fill_evidence(row, art, matched=matched, archive=p.archive)
         if art.ok:
-            row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
-                "ok",
-                "article",
-                None,
-                None,
-                None,
-            )
+            _mark_read(row)
         else:
-            delay = retry_delay(row.attempts)
             row.classified, row.reason, row.detail = "teaser", art.reason, art.detail
-            row.state = "retry" if delay is not None else "failed"
-            row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
+            _schedule_retry(row, now)
         session.add(row)
         written += 1
     return written
+
+
+def _mark_read(row: ItemArticle) -> None:
+    row.state, row.classified, row.reason, row.detail, row.next_attempt_at = "ok", "article", None, None, None
+
+
+def _schedule_retry(row: ItemArticle, now: datetime) -> None:
+    """After a failed attempt: due again after its attempt count's delay, or failed for good once none is left."""
+    from monitor.ingest.article import retry_delay
+
+    delay = retry_delay(row.attempts)
+    row.state = "retry" if delay is not None else "failed"
+    row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
 
 
 # A claimed retry is pushed this far ahead, so another poll running meanwhile does not fetch the same page; the
@@ -141,7 +145,6 @@ def apply_retry(
 ) -> bool:
     """Record one retried fetch; on success the item's text becomes the article and it is classified again
     (`classify(item)` fills its classification). Returns whether the item's text changed."""
-    from monitor.ingest.article import retry_delay
 
     row.attempts += 1
     row.last_attempt_at = now
@@ -153,24 +156,16 @@ def apply_retry(
         if classify is not None:
             classify(item)
         session.add(item)
-        row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
-            "ok",
-            "article",
-            None,
-            None,
-            None,
-        )
+        _mark_read(row)
         row.etag, row.last_modified = art.etag, art.last_modified
         _fill_evidence(row, art, matched=bool(item.categories), archive=archive)
         changed = True
     else:  # refused again, or a 304: the page that could not be read has not changed
-        delay = retry_delay(row.attempts)
         if art.not_modified:
             row.detail = f"{row.url}: unchanged since the last try (304)"
         else:
             row.reason, row.detail = art.reason, art.detail
-        row.state = "retry" if delay is not None else "failed"
-        row.next_attempt_at = now + timedelta(seconds=delay) if delay is not None else None
+        _schedule_retry(row, now)
     session.add(row)
     return changed
 
