@@ -153,8 +153,13 @@ def redact_target(url: str) -> str:
             return str(obj.url(privacy=True)).split("?", 1)[0]
     except Exception:  # a target that cannot be parsed is shown by its scheme and host only
         pass
+    return scheme_and_host(url) or "(unparsable target)"
+
+
+def scheme_and_host(url: str) -> str | None:
+    """`scheme://host/...`, all a target's URL may show when the rest of it may hold a token; None if not a URL."""
     m = re.match(r"^([A-Za-z0-9+.-]+)://(?:[^@/]*@)?([^/?#:]*)", url)
-    return f"{m.group(1)}://{m.group(2)}/..." if m else "(unparsable target)"
+    return f"{m.group(1)}://{m.group(2)}/..." if m else None
 
 
 class NotifyDelivery(_Strict):

@@ -28,7 +28,7 @@ from sqlalchemy import Engine, or_, update
 from sqlmodel import Session, col, select
 
 from monitor.backoff import delivery_backoff
-from monitor.config.digests import ENV_REF, DigestConfig, redact_target
+from monitor.config.digests import ENV_REF, DigestConfig, redact_target, scheme_and_host
 from monitor.deliver.render import CATEGORY_TITLES
 from monitor.store.digest_models import DigestOutbox
 from monitor.store.engine import session_scope
@@ -87,10 +87,9 @@ def shown(target: str, environ: Mapping[str, str] | None = None) -> str:
         # The whole URL came from a secret variable: its path and query may be the token, so scheme and host only.
         name, _, index = target[4:].partition("#")
         try:
-            m = re.match(r"^([A-Za-z0-9+.-]+)://(?:[^@/]*@)?([^/?#]*)", resolve(target, environ))
+            where = scheme_and_host(resolve(target, environ)) or "(not set)"
         except NotifyError:
-            m = None
-        where = f"{m.group(1)}://{m.group(2)}/..." if m else "(not set)"
+            where = "(not set)"
         return f"{where} ({name} #{index})"
     return redact_target(target) if not ENV_REF.search(target) else target.split("?", 1)[0]
 
