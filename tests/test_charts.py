@@ -8,7 +8,6 @@ import email.policy
 import re
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from monitor.incidents import group_items
 from monitor.store.engine import session_scope
 from monitor.store.models import Incident
 from tests.support.browser import Browser, StaticServer, chromium_path
+from tests.support.html import start_tags
 from tests.support.stories import MAMAI_EN, MAMAI_RU, NGO_LAW, T0, store
 
 NOW = datetime(2026, 11, 25, 12, tzinfo=UTC)  # a Wednesday: the current week began on Monday 23 November
@@ -146,21 +146,6 @@ def test_png_for_email() -> None:
 # --- on the site -------------------------------------------------------------------------------------------------
 
 
-class Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def tags(path: Path) -> list[tuple[str, dict[str, str | None]]]:
-    p = Tags()
-    p.feed(path.read_text(encoding="utf-8"))
-    return p.tags
-
-
 def add_incidents(engine: Engine, n: int, *, now: datetime) -> None:
     """`n` incidents spread over the year before `now`, in a few categories and countries (rows only: the charts
     read incidents, not their reports)."""
@@ -198,10 +183,10 @@ def test_site_charts_page_has_pictures_and_their_tables(engine: Engine, tmp_path
     out = site(engine, tmp_path / "site", now=T0 + timedelta(days=3), extra=120)
     page = out / "charts.html"
     html = page.read_text(encoding="utf-8")
-    imgs = [a for t, a in tags(page) if t == "img"]
+    imgs = [a for t, a in start_tags(page) if t == "img"]
     assert [a["src"] for a in imgs] == ["charts/category.svg", "charts/country.svg", "charts/severity.svg"]
     assert all(a.get("alt") and "table below" in (a["alt"] or "") for a in imgs)
-    sources = [a["srcset"] for t, a in tags(page) if t == "source"]
+    sources = [a["srcset"] for t, a in start_tags(page) if t == "source"]
     assert sources == [
         "charts/category-narrow.svg",
         "charts/country-narrow.svg",
@@ -216,7 +201,9 @@ def test_site_charts_page_has_pictures_and_their_tables(engine: Engine, tmp_path
     assert m and int(m.group(1)) == 2 + 120 * 3 // 5  # two from the stories, three in five of the rows
     assert "<script" not in html.split("<footer", 1)[0]  # the charts page runs nothing
     index = out / "index.html"
-    sparks = [a for t, a in tags(index) if t == "img" and (a.get("src") or "").startswith("charts/spark-")]
+    sparks = [
+        a for t, a in start_tags(index) if t == "img" and (a.get("src") or "").startswith("charts/spark-")
+    ]
     assert {a["src"] for a in sparks} >= {
         "charts/spark-prosecution.svg",
         "charts/spark-protest_crackdown.svg",
@@ -233,7 +220,7 @@ def test_site_over_an_empty_period_says_no_incidents(engine: Engine, tmp_path: P
     build_site(engine, out, now=site_later)
     page = (out / "charts.html").read_text(encoding="utf-8")
     assert page.count("No incidents in these 12 months.") == 3
-    assert not [a for t, a in tags(out / "charts.html") if t == "img"]
+    assert not [a for t, a in start_tags(out / "charts.html") if t == "img"]
     assert list((out / "charts").glob("*.svg")) == []  # the old pictures are gone, nothing links them
     assert "No incidents in the last 12 months." in (out / "index.html").read_text(encoding="utf-8")
 

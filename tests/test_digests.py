@@ -8,7 +8,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,7 @@ from monitor.store.digest_models import DigestEntry, DigestOutbox
 from monitor.store.engine import session_scope
 from monitor.store.models import Incident
 from tests.support.digestdata import SIMPLE, T0, add_feed, add_incident, add_report, write_digests
+from tests.support.html import start_tags
 from tests.support.smtpserver import SmtpServer
 
 # ---------------------------------------------------------------------------------------------------- config
@@ -313,15 +313,6 @@ def test_new_incidents_wait_behind_a_pending_digest_and_each_is_delivered_once(
     ]
 
 
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
 class SimulatedCrash(BaseException):
     """Stands for the process dying: not an Exception, so no handler records anything."""
 
@@ -586,11 +577,10 @@ def test_digest_over_max_incidents_shows_the_most_severe_and_most_reported_and_c
     assert f'<a href="{site}archive/2026-10.html"' in html
 
     # the HTML is still escaped: nothing from a feed became an element
-    parser = _Tags()
-    parser.feed(html)
+    found = start_tags(html)
     # (the only pictures are the digest's own charts, attached to the message: cid:)
-    ours = [a for t, a in parser.tags if t == "img" and (a.get("src") or "").startswith("cid:chart-")]
-    assert not [t for t, a in parser.tags if t in ("script", "img", "b") and a not in ours]
+    ours = [a for t, a in found if t == "img" and (a.get("src") or "").startswith("cid:chart-")]
+    assert not [t for t, a in found if t in ("script", "img", "b") and a not in ours]
     assert "&lt;script&gt;alert(" in html
 
     # every incident counts as delivered, shown or not

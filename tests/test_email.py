@@ -9,7 +9,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from email.message import EmailMessage
 from email.utils import parsedate_to_datetime
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from monitor.config.load import load_config
 from monitor.deliver.digest import deliver_digest
 from monitor.deliver.smtp import SmtpError, parse_smtp_url, send_message
 from tests.support.digestdata import SIMPLE, T0, add_feed, add_incident, write_digests
+from tests.support.html import start_tags
 from tests.support.smtpserver import Certs, SmtpServer, make_certs
 
 # aiosmtpd warns that AUTH without TLS is unsafe: these tests do it on purpose, on loopback.
@@ -154,26 +154,14 @@ def test_feed_problems_section_lists_failing_and_silent_feeds(
     assert "Broken &lt;b&gt;feed&lt;/b&gt;" in html and "HTTP 500 &lt;script&gt;x&lt;/script&gt;" in html
 
 
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
 def test_html_is_escaped_inlined_and_loads_nothing_remote(
     engine: Engine, config_dir: Path, smtp: SmtpServer
 ) -> None:
     _deliver(engine, config_dir)
     html = _html(smtp.messages[0].message)
-    parser = _Tags()
-    parser.feed(html)
+    found = start_tags(html)
     # the digest's own chart pictures, attached to the message (cid:), are the only images; nothing else loads
-    tags = [
-        (t, a) for t, a in parser.tags if not (t == "img" and (a.get("src") or "").startswith("cid:chart-"))
-    ]
+    tags = [(t, a) for t, a in found if not (t == "img" and (a.get("src") or "").startswith("cid:chart-"))]
     # feed text is escaped, never markup: no element or attribute came from it
     assert "&lt;script&gt;alert(" in html and "&lt;img src=x onerror=alert(1)&gt;" in html
     assert not [t for t, _ in tags if t in ("script", "img", "link", "iframe", "object", "embed", "base")]

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from html.parser import HTMLParser
 from pathlib import Path
 
 import feedparser
@@ -22,6 +21,7 @@ from monitor.incidents import group_items
 from monitor.store import ensure_schema, make_engine
 from monitor.store.engine import session_scope
 from tests.support.browser import Browser, StaticServer, chromium_path
+from tests.support.html import start_tags
 from tests.support.stories import (
     MAMAI_EN,
     MAMAI_EN_REPRINT,
@@ -69,23 +69,6 @@ def build(engine: Engine, out: Path, beacon: str = "http://127.0.0.1:9", **kw: o
         assigned = group_items(s, ids, now=NOW).assigned
     build_site(engine, out, now=NOW, **kw)  # type: ignore[arg-type]
     return Built(out, ids, assigned)
-
-
-class Tags(HTMLParser):
-    """Every start tag with its attributes, to check what markup a page really contains."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, dict[str, str | None]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-
-
-def tags_of(path: Path) -> list[tuple[str, dict[str, str | None]]]:
-    p = Tags()
-    p.feed(path.read_text(encoding="utf-8"))
-    return p.tags
 
 
 # --- without a browser -------------------------------------------------------------------------------------------
@@ -154,7 +137,7 @@ def test_feed_atom_is_valid_and_lists_incidents(engine: Engine, tmp_path: Path) 
 def test_feed_content_cannot_inject_markup(engine: Engine, tmp_path: Path) -> None:
     b = build(engine, tmp_path / "site", beacon="http://127.0.0.1:9/beacon")
     for page in [b.out / "index.html", *sorted((b.out / "incident").glob("*.html"))]:
-        for tag, attrs in tags_of(page):
+        for tag, attrs in start_tags(page):
             if tag == "img" and re.fullmatch(r"(\.\./)*charts/[a-z0-9_-]+\.svg", attrs.get("src") or ""):
                 continue  # our own charts (monitor.deliver.charts), never a feed's picture
             assert tag not in {
@@ -210,7 +193,7 @@ def test_every_page_has_the_csp_viewport_and_charset(engine: Engine, tmp_path: P
     pages = sorted(b.out.rglob("*.html"))
     assert len(pages) >= 10
     for page in pages:
-        metas = [a for t, a in tags_of(page) if t == "meta"]
+        metas = [a for t, a in start_tags(page) if t == "meta"]
         csp = next(a["content"] for a in metas if a.get("http-equiv") == "Content-Security-Policy")
         assert csp is not None and "default-src 'none'" in csp and "script-src 'self'" in csp
         assert "unsafe-inline" not in csp
@@ -247,7 +230,7 @@ def test_digests_folder_is_listed_in_the_archive(engine: Engine, tmp_path: Path)
     os.utime(out / "digests" / "daily-2026-11-21.html", (1_700_000_000, 1_700_000_000))
     build(engine, out)
     links = [
-        a["href"] for t, a in tags_of(out / "digests.html") if t == "a" and "digests/" in (a["href"] or "")
+        a["href"] for t, a in start_tags(out / "digests.html") if t == "a" and "digests/" in (a["href"] or "")
     ]
     assert links == ["digests/daily-2026-11-22.html", "digests/daily-2026-11-21.html"]
     assert (out / "digests" / "daily-2026-11-22.html").read_text() == "<p>d2</p>"  # left alone
