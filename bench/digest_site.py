@@ -14,8 +14,11 @@ signatures and explanations as `group_items` writes them. Then, in the same run:
   memory should not grow with the number of incidents) and beside one showing every incident in full (what
   digests did before `max_incidents`).
 
-Each step runs twice: once for wall time, once under tracemalloc for the peak of Python allocations (tracemalloc
-slows the code, so the two are not measured together). Peak RSS of the whole process is printed at the end.
+Each step runs `--repeat` times (default 3) for time, then once more under tracemalloc for the peak of Python
+allocations (tracemalloc slows the code, so the two are not measured together). Times are medians of the runs,
+wall and CPU (the process's own, `time.process_time`: the machine is shared, and other processes' load shows in
+wall time only); the ratio to the baseline is taken on CPU time, and every run's CPU time is printed so one slow
+run stands out. Peak RSS of the whole process is printed at the end.
 """
 
 from __future__ import annotations
@@ -24,11 +27,13 @@ import argparse
 import random
 import resource
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 import tracemalloc
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,18 +280,43 @@ def build_digest_once(
     return f"{len(built.picks)} incidents, {built.shown} in full, message {size / 1e6:.1f} MB"
 
 
-def measure(label: str, fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    t = time.perf_counter()
-    result = fn()
-    elapsed = time.perf_counter() - t
+@dataclass
+class Measured:
+    wall: float  # medians of the runs
+    cpu: float
+    peak: int  # bytes, from the tracemalloc run
+    cpus: list[float]
+
+
+def site_charts_once(engine: Engine, out: Path) -> str:
+    from monitor.deliver.charts import site_charts
+    from monitor.deliver.render import CATEGORY_TITLES
+
+    with session_scope(engine) as s:
+        cs = site_charts(s, out, now=START + timedelta(days=100), category_titles=CATEGORY_TITLES)
+    return f"{len(cs.charts)} charts, {len(cs.sparklines)} sparklines"
+
+
+def measure(label: str, fn: Callable[[], Any], repeat: int) -> Measured:
+    walls: list[float] = []
+    cpus: list[float] = []
+    result: Any = None
+    for _ in range(repeat):
+        t, c = time.perf_counter(), time.process_time()
+        result = fn()
+        walls.append(time.perf_counter() - t)
+        cpus.append(time.process_time() - c)
     tracemalloc.start()
     fn()
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
+    m = Measured(statistics.median(walls), statistics.median(cpus), peak, cpus)
+    runs = " ".join(f"{c:.2f}" for c in cpus)
     print(
-        f"  {label:<34} {elapsed:7.2f} s   peak {peak / 2**20:7.1f} MiB   {result if isinstance(result, str) else ''}"
+        f"  {label:<36} {m.wall:6.2f} s wall {m.cpu:6.2f} s cpu (runs: {runs})   peak {peak / 2**20:6.1f} MiB"
+        f"   {result if isinstance(result, str) else ''}"
     )
-    return elapsed, peak, result
+    return m
 
 
 def main() -> None:
@@ -295,6 +325,7 @@ def main() -> None:
     ap.add_argument("--incidents", type=int, default=5_000)
     ap.add_argument("--db", help="SQLAlchemy URL of an EMPTY database (default: a temporary SQLite file)")
     ap.add_argument("--out", type=Path, help="site folder (default: temporary, removed afterwards)")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs of each step (medians are printed)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-digest-site-"))
@@ -313,28 +344,46 @@ def main() -> None:
             r = build_site(engine, out, now=START + timedelta(days=100))
             return f"{r.pages} pages, {r.incidents} incidents, {r.items} items"
 
-        base, base_peak, _ = measure("baseline: load the rows", lambda: load_rows(engine))
-        site_t, site_peak, _ = measure("build_site (all pages + exports)", site)
+        r = args.repeat
+        base = measure("baseline: load the rows", lambda: load_rows(engine), r)
+        site_m = measure("build_site (all pages + exports)", site, r)
         config: Config = load_config(packaged_dir("config"))
         # The digest: a fifth of the incidents, all of them, and all of them shown in full (what every digest
         # did before max_incidents). Flat means the first two peaks are alike and well under the third.
-        _, small_peak, _ = measure(
-            "build_digest (daily, last 20 days)", lambda: build_digest_once(engine, config, days=20)
+        small = measure(
+            "build_digest (daily, last 20 days)", lambda: build_digest_once(engine, config, days=20), r
         )
-        _, dig_peak, _ = measure("build_digest (daily, all new)", lambda: build_digest_once(engine, config))
-        _, full_peak, _ = measure(
+        dig = measure("build_digest (daily, all new)", lambda: build_digest_once(engine, config), r)
+        full = measure(
             "build_digest (all new, all in full)",
             lambda: build_digest_once(engine, config, max_incidents=args.incidents),
+            r,
         )
+        # What charts cost a digest: the same message with for_digest switched off (no charts on the page or in
+        # the email), and a site's charts alone (count, draw, write).
+        import monitor.deliver.digest.compose as compose
+
+        with_charts = compose.for_digest
+        compose.for_digest = lambda *a, **k: None
+        try:
+            bare = measure("build_digest (daily, no charts)", lambda: build_digest_once(engine, config), r)
+        finally:
+            compose.for_digest = with_charts
+        charts_m = measure("site charts alone", lambda: site_charts_once(engine, out), r)
         size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
         print(f"  site: {size / 2**20:.1f} MiB on disk")
         print(
-            f"  site build = {site_t / base:.1f}x the time of loading the rows, "
-            f"{site_peak / max(base_peak, 1):.1f}x their peak memory"
+            f"  site build = {site_m.cpu / base.cpu:.1f}x the CPU time of loading the rows "
+            f"({site_m.wall / base.wall:.1f}x wall), {site_m.peak / max(base.peak, 1):.1f}x their peak memory"
         )
         print(
-            f"  digest peak: {dig_peak / 2**20:.1f} MiB for every incident, {small_peak / 2**20:.1f} MiB for a fifth "
-            f"(baseline: loading the rows {base_peak / 2**20:.1f} MiB; every incident in full {full_peak / 2**20:.1f} MiB)"
+            f"  digest peak: {dig.peak / 2**20:.1f} MiB for every incident, {small.peak / 2**20:.1f} MiB for a "
+            f"fifth (baseline: loading the rows {base.peak / 2**20:.1f} MiB; every incident in full "
+            f"{full.peak / 2**20:.1f} MiB)"
+        )
+        print(
+            f"  charts: {dig.cpu - bare.cpu:.2f} s cpu of a digest ({dig.cpu:.2f} s with, {bare.cpu:.2f} s without), "
+            f"{charts_m.cpu:.2f} s cpu of a site build"
         )
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"  peak RSS of this process: {rss:.0f} MiB")
