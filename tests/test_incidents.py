@@ -13,7 +13,7 @@ from sqlmodel import col, select
 
 from monitor.incidents import explain_incident, group_items, incident_severity
 from monitor.incidents.cache import GroupingCache, read_heads
-from monitor.incidents.features import extract, hit_sets, name_key, shipped_country_level
+from monitor.incidents.features import extract, hit_sets, name_key, persons, shipped_country_level
 from monitor.incidents.features import place_keys as _place_keys
 from monitor.incidents.fingerprint import Fingerprint
 from monitor.incidents.index import CandidateIndex, Slot, index_keys, token_rank
@@ -100,6 +100,24 @@ def test_a_full_name_with_a_patronymic_is_also_first_name_and_surname() -> None:
     for text in ("Марат Нурланович Оспанов задержан.", "Суд арестовал Марата Нурлановича Оспанова."):
         assert _person("Marat", "Ospanov") in extract("", text).persons, text
     assert _person("Marat", "Ospanov") in extract("", "Марат Нұрланұлы Оспанов ұсталды.").persons
+
+
+@pytest.mark.parametrize(
+    ("title", "text"),
+    [
+        ("", "Blogger Daniyar Sadykov was charged. Police detained him in Almaty, said Ivan Petrov."),
+        ("Суд арестовал Марата Нурлановича Оспанова", "Активиста задержали. Адвокат Асель Иванова заявила."),
+        (
+            "Court Jails Opposition Leader Marat Ospanov",
+            "Marat Ospanov, 41, was jailed. The blogger Dana Utepova said.",
+        ),
+        ("", "Blogger Daniyar was charged on Monday, the blogger's lawyer said."),
+        ("", ""),
+    ],
+)
+def test_persons_are_the_persons_extract_finds_with_their_spelling(title: str, text: str) -> None:
+    f = extract(title, text)
+    assert persons(title, text) == {key: f.surface[key] for key in f.persons}
 
 
 def test_two_people_sharing_a_first_name_are_two_incidents(engine: Engine) -> None:

@@ -20,7 +20,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from monitor.deliver.render import CATEGORY_TITLES, COUNTRY_NAMES
-from monitor.incidents.features import CountryLevel, extract, name_key, place_keys, shipped_country_level
+from monitor.incidents.features import CountryLevel, name_key, persons, place_keys, shipped_country_level
 from monitor.store.models import Feed, Incident, Item, ItemSource
 from monitor.store.queries import item_json
 
@@ -127,7 +127,7 @@ def _places_and_actors(members: Sequence[Member], country_level: CountryLevel) -
     capitalised words in a row, as grouping reads them), each spelling-blind, the most often named first."""
     places: dict[str, list[str]] = {}
     place_count: Counter[str] = Counter()
-    persons: dict[str, list[str]] = {}
+    named: dict[str, list[str]] = {}
     person_count: Counter[str] = Counter()
     place_words: set[str] = set()
     for m in members:
@@ -140,17 +140,16 @@ def _places_and_actors(members: Sequence[Member], country_level: CountryLevel) -
         )
         if not (m.title or m.lead):
             continue
-        f = extract(m.title, m.lead)
-        for key in f.persons:
+        for key, written in persons(m.title, m.lead).items():
             # "Nur-Sultan" reads as two capitalised words; a pair of a place's words is not a person
             if set(key.split("+")) <= place_words:
                 continue
-            persons.setdefault(key, []).append(f.surface.get(key, key))
+            named.setdefault(key, []).append(written)
             person_count[key] += 1
     ordered_places = sorted(places, key=lambda k: (-place_count[k], k))
-    ordered_persons = sorted(persons, key=lambda k: (-person_count[k], k))
+    ordered_persons = sorted(named, key=lambda k: (-person_count[k], k))
     return [_prefer_latin(places[k]) for k in ordered_places], [
-        _prefer_latin(persons[k]) for k in ordered_persons
+        _prefer_latin(named[k]) for k in ordered_persons
     ]
 
 

@@ -306,8 +306,11 @@ def build_site(
                 for inc, items_view, members, sources, exported in _load_batch(s, incs, feeds, titles):
                     assert inc.id is not None
                     b.page(render.incident_page(inc.id), "site/incident.html", inc=inc, items=items_view)
-                    ijson.add_incident(inc, members)
-                    icsv.add(inc, members)
+                    # One record for both files: it names the incident's places and actors, read from every
+                    # report's lead, the costliest thing an export does.
+                    record = exports.record(inc, members)
+                    ijson.add(record)
+                    icsv.add_record(record)
                     summaries.append(_summary(inc, sources))
                     export(exported)
                 s.expunge_all()  # done with this batch: let its rows go

@@ -34,6 +34,7 @@ __all__ = [
     "hit_sets",
     "jaccard",
     "name_key",
+    "persons",
     "place_keys",
     "shipped_country_level",
     "translit",
@@ -110,6 +111,7 @@ def translit(word: str) -> str:
     return "".join(c for c in w if not unicodedata.combining(c))
 
 
+@functools.lru_cache(maxsize=8192)  # names recur from report to report; a key costs a transliteration
 def name_key(word: str) -> str:
     """Spelling-blind key of a name: transliterated, romanisation variants merged, cut to KEY letters."""
     w = translit(word)
@@ -226,24 +228,31 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
     # Runs of capitalised name words, each word as (key, word, starts a sentence).
     runs: list[list[tuple[str, str, bool]]] = []
     run: list[tuple[str, str, bool]] = []
-    lower: set[str] = set()  # stems of words the text writes in lower case somewhere: common nouns
+    lower_words: list[str] = []  # words the text writes in lower case somewhere: common nouns
     prev_end = -1
     for m in _WORD.finditer(text):
         word = m.group()
-        gap = text[prev_end : m.start()] if prev_end >= 0 else ""
-        initial = prev_end < 0 or bool(_SENTENCE_END.search(text[max(0, m.start() - 4) : m.start()]))
-        capital = word[0].isupper() and len(word) >= 3
-        key = name_key(word) if capital else ""
-        if word[0].islower():
-            lower.add(_stem(word))
-        if not capital or key in _NOT_NAME_KEYS or len(key) < 3:
+        first = word[0]
+        # Most words are not names: the sentence test and the key are made only for capitalised ones.
+        if first.islower():
+            lower_words.append(word)
             run = []
-        else:
-            if not (run and gap.strip(" -\u00a0") == ""):
+        elif (
+            first.isupper()
+            and len(word) >= 3
+            and len(key := name_key(word)) >= 3
+            and key not in _NOT_NAME_KEYS
+        ):
+            start = m.start()
+            initial = prev_end < 0 or bool(_SENTENCE_END.search(text[max(0, start - 4) : start]))
+            if not (run and text[prev_end:start].strip(" -\u00a0") == ""):
                 run = []
                 runs.append(run)
             run.append((key, word, initial))
+        else:
+            run = []
         prev_end = m.end()
+    lower: set[str] | None = None  # their stems, made when a sentence opens with a run of two or more
     for words in runs:
         key, word, initial = words[0]
         # A capitalised word opening a sentence is a name only if it could be one: "Blogger Daniyar Sadykov" or
@@ -251,8 +260,11 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
         # Daniyar" a person whom every blogger called Daniyar would share.
         # A patronymic in second place ("Marat Nurlanovich Ospanov") says the run is one full name.
         full_name = len(words) >= 3 and bool(_PATRONYMIC.search(words[1][1].casefold()))
-        if initial and len(words) > 1 and ((len(words) >= 3 and not full_name) or _stem(word) in lower):
-            words = words[1:]
+        if initial and len(words) > 1:
+            if lower is None:
+                lower = {_stem(w) for w in lower_words}
+            if (len(words) >= 3 and not full_name) or _stem(word) in lower:
+                words = words[1:]
         for n, (key, word, initial) in enumerate(words):
             if n:
                 persons.add(_person(words[n - 1], words[n], surface))
@@ -272,7 +284,9 @@ def _person(a: tuple[str, str, bool], b: tuple[str, str, bool], surface: dict[st
     return pair
 
 
-def extract(title: str, text: str) -> Features:
+def _lead(text: str) -> tuple[str, list[str]]:
+    """The text up to its LEAD_WORDS-th word (punctuation kept: name extraction needs the sentence boundaries),
+    and those words."""
     lead_end = 0
     words: list[str] = []
     for m in _WORD.finditer(text):
@@ -280,7 +294,16 @@ def extract(title: str, text: str) -> Features:
         lead_end = m.end()
         if len(words) >= LEAD_WORDS:
             break
-    lead = text[:lead_end]  # keeps punctuation: name extraction needs the sentence boundaries
+    return text[:lead_end], words
+
+
+def _name_source(title: str, lead: str) -> str:
+    # Headline Title Case capitalises every word; names then come from the text alone.
+    return ("" if _is_title_case(title) else title + ".\n") + lead
+
+
+def extract(title: str, text: str) -> Features:
+    lead, words = _lead(text)
     surface: dict[str, str] = {}
     stems: set[str] = set()
     for w in [*_WORD.findall(title), *words]:
@@ -288,9 +311,15 @@ def extract(title: str, text: str) -> Features:
         if len(st) >= 3 and st not in _STOP_STEMS:
             stems.add(st)
             surface.setdefault(st, w.lower())
-    # Headline Title Case capitalises every word; names then come from the text alone.
-    name_src = ("" if _is_title_case(title) else title + ".\n") + lead
-    names, persons = _names(name_src, surface)
+    names, persons = _names(_name_source(title, lead), surface)
     return Features(
         stems=frozenset(stems), names=frozenset(names), persons=frozenset(persons), surface=surface
     )
+
+
+def persons(title: str, text: str) -> dict[str, str]:
+    """The person keys `extract(title, text)` finds, each with the words as the text wrote them: the actors an
+    export names, without the stems and single names only grouping needs."""
+    surface: dict[str, str] = {}
+    _, found = _names(_name_source(title, _lead(text)[0]), surface)
+    return {key: surface.get(key, key) for key in found}
