@@ -113,6 +113,9 @@ def test_a_full_name_with_a_patronymic_is_also_first_name_and_surname() -> None:
         ),
         ("", "Blogger Daniyar was charged on Monday, the blogger's lawyer said."),
         ("", ""),
+        # the lead ends at the 80th word: a name split by that end is no person, one before it is
+        ("Editor fined", "Dana Utepova wrote. " + "word " * 76 + "Marat Ospanov said."),
+        ("", "Dana Utepova wrote. " + "word " * 75 + "Marat Ospanov said."),
     ],
 )
 def test_persons_are_the_persons_extract_finds_with_their_spelling(title: str, text: str) -> None:

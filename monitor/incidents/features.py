@@ -222,7 +222,11 @@ _PATRONYMIC = re.compile(
 )
 
 
-def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
+def _names(
+    text: str, surface: dict[str, str], *, body: int = 0, limit: int | None = None
+) -> tuple[set[str], set[str]]:
+    """Single names and person keys of `text`; with `limit`, the text ends at the limit-th word from offset
+    `body` on (a title, then a report's lead, read in one pass)."""
     names: set[str] = set()
     persons: set[str] = set()
     # Runs of capitalised name words, each word as (key, word, starts a sentence).
@@ -252,6 +256,10 @@ def _names(text: str, surface: dict[str, str]) -> tuple[set[str], set[str]]:
         else:
             run = []
         prev_end = m.end()
+        if limit is not None and m.start() >= body:
+            limit -= 1
+            if limit <= 0:
+                break
     lower: set[str] | None = None  # their stems, made when a sentence opens with a run of two or more
     for words in runs:
         key, word, initial = words[0]
@@ -321,5 +329,6 @@ def persons(title: str, text: str) -> dict[str, str]:
     """The person keys `extract(title, text)` finds, each with the words as the text wrote them: the actors an
     export names, without the stems and single names only grouping needs."""
     surface: dict[str, str] = {}
-    _, found = _names(_name_source(title, _lead(text)[0]), surface)
+    head = _name_source(title, "")
+    _, found = _names(head + text, surface, body=len(head), limit=LEAD_WORDS)
     return {key: surface.get(key, key) for key in found}
