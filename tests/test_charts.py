@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session
 
 from monitor.config.load import Config, load_config
-from monitor.deliver.charts import Row, chart_set, png, render, render_svg
+from monitor.deliver.charts import NARROW, WIDE, Row, chart_set, clear_cache, png, render, render_svg
 from monitor.deliver.digest import deliver_digest
 from monitor.deliver.render import CATEGORY_TITLES
 from monitor.deliver.site import build_site
@@ -128,6 +128,33 @@ def test_an_empty_period_draws_nothing() -> None:
     assert cs.empty and cs.incidents == 0
     assert all(c.empty and c.svg is None and c.svg_narrow is None for c in cs.charts)
     assert cs.sparklines == [] and cs.countries == []
+
+
+def test_the_same_counts_give_the_same_bytes_and_empty_weeks_no_bar() -> None:
+    rows = [row(1, ["prosecution"]), row(1, ["prosecution", "intimidation"]), row(30, ["intimidation"])]
+    chart = chart_set(rows, now=NOW, category_titles=CATEGORY_TITLES).chart("category")
+    clear_cache()
+    first = render_svg(chart, WIDE)
+    clear_cache()  # drawn afresh: a rebuilt site rewrites a chart only when its numbers changed
+    again = render_svg(chart, WIDE)
+    narrow = render_svg(chart, NARROW)
+    assert first is not None and narrow is not None and first == again
+    # two drawings inlined in one digest page keep apart the ids their CSS is scoped with
+    ids = [re.search(r'<svg[^>]* id="([^"]+)"', svg).group(1) for svg in (first, narrow)]  # type: ignore[union-attr]
+    assert ids[0] != ids[1]
+    # one bar per week and series that has incidents (three here), none drawn zero pixels high
+    assert first.count('class="bar"') == 3
+    assert not re.search(r'height="0(?:\.0+)?"', first)
+    assert not re.search(r"\d\.\d{3}", first)  # coordinates to a hundredth of a pixel
+    assert render_svg(chart, WIDE) is again  # drawn once per process for the same numbers
+
+
+def test_a_digest_draws_no_sparklines() -> None:
+    cs = render(
+        chart_set([row(1, ["prosecution"])], now=NOW, category_titles=CATEGORY_TITLES), sparklines=False
+    )
+    assert cs.sparklines and all(sp.svg is None for sp in cs.sparklines)
+    assert all(c.svg for c in cs.charts)
 
 
 def test_png_for_email() -> None:

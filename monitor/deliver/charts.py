@@ -20,7 +20,9 @@ around nothing.
 
 from __future__ import annotations
 
+import functools
 import os
+import re
 import tempfile
 import uuid
 from collections import Counter
@@ -46,6 +48,7 @@ __all__ = [
     "Row",
     "Sparkline",
     "chart_set",
+    "clear_cache",
     "digest_charts",
     "png",
     "read_rows",
@@ -332,16 +335,42 @@ def _top_series(
 # pygal always writes its tooltip configuration in a <script>; <desc> holds the tooltips' text, which only
 # that script shows (the data table beside the chart says it for everyone), and is most of a chart's bytes.
 _DROP = frozenset({"script", "desc"})
+# pygal writes coordinates with 15 digits; a hundredth of a pixel is below anything a screen shows, and the rest
+# is bytes every page and the email's PNG converter have to read.
+_LONG_NUMBER = re.compile(r"(\d+\.\d\d)\d+")
+_GEOMETRY = ("x", "y", "width", "height", "d", "transform")
+
+
+def _empty_bar(g: Any) -> bool:
+    """A stacked bar of a week with no incidents: pygal still draws it, zero pixels high."""
+    rects = [el for el in g if isinstance(el.tag, str) and el.tag.rpartition("}")[2] == "rect"]
+    return bool(rects) and all(float(r.get("height") or 1) == 0 for r in rects)
 
 
 def _inert(root: Any) -> Any:
     """pygal's XML filter hook: drop every <script> and <desc> and the generator comments, so the SVG is markup
-    only."""
+    only; and what nobody sees: empty bars, the tooltip box, the hover titles of the axis guides (the number
+    beside each guide says it), digits past the second decimal."""
     for parent in list(root.iter()):
+        guides = parent.get("class") == "guides"
         for child in list(parent):
-            tag = child.tag if isinstance(child.tag, str) else ""
-            if tag.rpartition("}")[2] in _DROP or not isinstance(child.tag, str):
+            if not isinstance(child.tag, str):
                 parent.remove(child)
+                continue
+            name = child.tag.rpartition("}")[2]
+            group = (child.get("class") or "") if name == "g" else ""
+            unseen = (
+                (guides and name == "title")
+                or (group == "bar" and _empty_bar(child))
+                or "tooltip-overlay" in group.split()  # where pygal's script would show a tooltip
+            )
+            if name in _DROP or unseen:
+                parent.remove(child)
+            else:
+                for attr in _GEOMETRY:
+                    value = child.get(attr)
+                    if value and "." in value:
+                        child.set(attr, _LONG_NUMBER.sub(r"\1", value))
     return root
 
 
@@ -378,10 +407,24 @@ def _style(colours: Sequence[str], scale: float) -> Style:
     )
 
 
-def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str | None:
-    """The chart as an SVG document (no XML declaration, so it can also go inline); None when it is empty."""
+Variant = tuple[int, int, int, float]
+_SeriesKey = tuple[tuple[str, str, tuple[int, ...]], ...]  # (label, colour, values) of each series
+
+
+def render_svg(chart: Chart, variant: Variant = WIDE) -> str | None:
+    """The chart as an SVG document (no XML declaration, so it can also go inline); None when it is empty.
+    Drawn once per process for the same numbers (see `_draw`)."""
     if chart.empty:
         return None
+    series = tuple((s.label, s.colour, tuple(s.values)) for s in chart.series)
+    return _draw(chart.id, chart.title, tuple(chart.weeks), series, variant)
+
+
+# The same counts give the same picture: the site's charts, a digest without filters and another digest at the
+# same hour draw the same series, and the page, the email and the next digest of a run share one drawing.
+# Kept by value (a few dozen KB each), so a handful is plenty.
+@functools.lru_cache(maxsize=24)
+def _draw(id: str, title: str, weeks: tuple[date, ...], series: _SeriesKey, variant: Variant) -> str:
     width, height, every, scale = variant
     # Phones get one legend entry a line: two columns of category names overlap at that width.
     legend_columns = 1 if width < 600 else 3
@@ -391,7 +434,7 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
         title=None,  # the page's caption says it; inside the picture it would be said twice
         js=[],
         disable_xml_declaration=True,
-        style=_style([s.colour for s in chart.series], scale),
+        style=_style([colour for _, colour, _ in series], scale),
         legend_at_bottom=True,
         legend_at_bottom_columns=legend_columns,
         truncate_legend=-1 if width >= 600 else 40,
@@ -404,16 +447,18 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
         spacing=8,
         no_prefix=False,
     )
+    # The id pygal scopes its CSS with, random by default: named after the chart and variant instead, so the
+    # same counts give the same bytes (a rebuilt site changes only what changed) and the two drawings a
+    # digest page inlines still differ.
+    g.uuid = f"{slug(id)}-{'wide' if width >= 600 else 'narrow'}"
     g.add_xml_filter(_inert)
-    g.add_xml_filter(_titled(chart.title))
-    g.y_labels = _count_ticks(
-        max((sum(w) for w in zip(*(s.values for s in chart.series), strict=True)), default=0)
-    )
+    g.add_xml_filter(_titled(title))
+    g.y_labels = _count_ticks(max((sum(w) for w in zip(*(v for _, _, v in series), strict=True)), default=0))
     # One label per `every` months, on the first week of the month (with the year on the first label and in
     # January): week dates under every bar would overlap at any width.
     labels: list[str] = []
     majors: list[str] = []
-    for m in chart.weeks:
+    for m in weeks:
         if m.day <= 7 and (m.month - 1) % every == 0:
             text = m.strftime("%b %Y") if (not majors or m.month == 1) else m.strftime("%b")
             labels.append(text)
@@ -422,8 +467,8 @@ def render_svg(chart: Chart, variant: tuple[int, int, int, float] = WIDE) -> str
             labels.append("")
     g.x_labels = labels
     g.x_labels_major = majors
-    for s in chart.series:
-        g.add(s.label, [v or None for v in s.values])
+    for label, _, values in series:
+        g.add(label, [v or None for v in values])
     svg: str = g.render(is_unicode=True)
     return svg
 
@@ -439,7 +484,15 @@ def _count_ticks(top: int, most: int = 6) -> list[int]:
     return list(range(0, end + 1, step))
 
 
-def render_sparkline(values: Sequence[int], colour: str = PALETTE[0]) -> str:
+def render_sparkline(values: Sequence[int], colour: str = PALETTE[0], *, name: str = "spark") -> str:
+    """A 160x32 line of weekly counts for the index, beside the category's name and total (its alt text gives
+    the numbers). Drawn by the same library as the charts: at about 3 ms a line, a hand-made path would save
+    nothing worth owning axes and escaping for."""
+    return _spark(tuple(values), colour, slug(name))
+
+
+@functools.lru_cache(maxsize=32)
+def _spark(values: tuple[int, ...], colour: str, name: str) -> str:
     g = pygal.Line(
         js=[],
         disable_xml_declaration=True,
@@ -453,31 +506,46 @@ def render_sparkline(values: Sequence[int], colour: str = PALETTE[0]) -> str:
         show_dots=False,
         stroke_style={"width": 2},
     )
+    g.uuid = f"spark-{name}"
     g.add_xml_filter(_inert)
     g.add("", list(values))
     svg: str = g.render_sparkline(width=160, height=32, show_dots=False)
     return svg
 
 
-def render(charts: ChartSet) -> ChartSet:
-    """Draw every chart of `charts` (both variants) and sparkline, in place; returns it."""
+def render(charts: ChartSet, *, sparklines: bool = True) -> ChartSet:
+    """Draw every chart of `charts` (both variants) and, unless told not to (a digest shows none), every
+    sparkline, in place; returns it."""
     for c in charts.charts:
         c.svg = render_svg(c, WIDE)
         c.svg_narrow = render_svg(c, NARROW)
-    for sp in charts.sparklines:
-        sp.svg = render_sparkline(sp.values)
+    if sparklines:
+        for sp in charts.sparklines:
+            sp.svg = render_sparkline(sp.values, name=sp.id)
     return charts
 
 
 def png(svg: str, *, scale: float = 2.0) -> bytes | None:
     """The chart as PNG (twice its size, for sharp screens), or None when cairo cannot be loaded here: an email
-    then goes without charts rather than with a broken image."""
+    then goes without charts rather than with a broken image. Made once per process for the same drawing."""
+    return _png(svg, scale)
+
+
+@functools.lru_cache(maxsize=12)
+def _png(svg: str, scale: float) -> bytes | None:
     try:
         import cairosvg  # needs the system's libcairo
     except (ImportError, OSError):
         return None
     out: bytes = cairosvg.svg2png(bytestring=svg.encode("utf-8"), scale=scale)
     return out
+
+
+def clear_cache() -> None:
+    """Forget every drawing and PNG made so far (benchmarks measure a first drawing with it)."""
+    _draw.cache_clear()
+    _spark.cache_clear()
+    _png.cache_clear()
 
 
 # --- where charts go ---------------------------------------------------------------------------------------------
@@ -543,7 +611,7 @@ def digest_charts(
         for r in read_rows(session, since=since, until=_utc(now))
         if (cats := passing(r))
     )
-    return render(chart_set(kept, now=now, category_titles=category_titles))
+    return render(chart_set(kept, now=now, category_titles=category_titles), sparklines=False)
 
 
 def for_digest(session: Session, d: Any, cats: Mapping[str, Any], *, now: datetime) -> ChartSet | None:
