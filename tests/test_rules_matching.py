@@ -298,3 +298,22 @@ def test_an_article_matches_on_its_headline_and_lead(tmp_path: Path) -> None:
     assert (
         "p" not in c.classify("", "Police arrest a fan. " + background + " The football club...").categories
     )
+
+
+def test_the_scan_keeps_an_articles_lead_hits_as_within_would(tmp_path: Path) -> None:
+    # the scan counts each atom's hits as it passes the lead instead of filtering every list afterwards; a
+    # phrase, a prefix and a case-sensitive acronym at the lead's last word and just past it must agree
+    c = classifier(tmp_path, {"p": 'en:"under arrest" OR =KNB OR detain* OR court'})
+    filler = ["word"] * 100
+    for last in (57, 58, 59, 60):  # the lead is words 0..59
+        words = list(filler)
+        words[last - 1 : last + 1] = ["under", "arrest"]
+        words[last + 3] = "KNB"
+        words[last + 6] = "detained"
+        words[last - 5] = "court"
+        text = " ".join(words) + ". The court, the KNB."
+        scan = c._scan("Court news", text)
+        assert scan.lead is not None
+        assert dict(scan.lead) == dict(scan.hits.within(1, 59)), last
+        assert scan.lead.whole is scan.hits
+    assert c._scan("", "A short teaser: the KNB detained him.").lead is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,18 @@ def test_dev_set_quality_floor(shipped: Classifier) -> None:
     assert report.items >= 400
     assert report.micro.f1 >= 0.9
     assert min(s.f1 for s in report.categories.values()) >= 0.75
+
+
+def test_lead_hits_of_the_scan_equal_within_on_every_eval_article(shipped: Classifier) -> None:
+    from monitor.rules.compiler import TEXT
+    from monitor.rules.matcher import LEAD_WORDS
+
+    articles = 0
+    for path in sorted((ROOT / "tests" / "data" / "eval").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            item = json.loads(line)
+            scan = shipped._scan(item.get("title") or "", item.get("text") or "")
+            if scan.lead is not None:
+                articles += 1
+                assert dict(scan.lead) == dict(scan.hits.within(TEXT, LEAD_WORDS - 1)), item["id"]
+    assert articles > 50

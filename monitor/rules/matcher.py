@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field
+from itertools import chain, repeat
 from typing import Any
 
 import ahocorasick
@@ -44,6 +45,7 @@ MAX_HITS_SHOWN = 20  # per category; an article repeating a word 50 times needs 
 WEIGHT_CAP = 3  # occurrences of one weighted entry that count towards the score
 
 _CHECKS = (None, None, KK_NOUN_RE.fullmatch, KK_NOUN_VOICED_RE.fullmatch, KK_VERB_RE.fullmatch)
+_MEMO_MAX = 50_000  # endings remembered per check kind; a flood of odd words only empties the memo
 
 
 @dataclass
@@ -117,6 +119,7 @@ class _Scan:
     fields: tuple[Folded, Folded]
     hits: Hits
     spans: list[dict[int, tuple[int, int]]] = field(default_factory=lambda: [{}, {}])
+    lead: Hits | None = None  # an article's: the hits of its title and lead (see classify)
 
     def prepare(self, needed: list[set[int]]) -> None:
         """Find the original offsets of the words explanations show, and only those."""
@@ -154,6 +157,7 @@ class Classifier:
         self._empty = len(automaton) == 0
         self._has_case_sensitive = any(a.case_form is not None for a in atoms)
         self._plan = self._plan_categories(categories)
+        self._check_memo: list[dict[str, bool]] = [{} for _ in _CHECKS]
 
     def _plan_categories(self, categories: list[CompiledCategory]) -> list[_CategoryPlan]:
         """Which rules of which categories are worth evaluating for an item, decided from the atoms that hit.
@@ -196,31 +200,84 @@ class Classifier:
         tw, xw = folded_words(ft.folded), folded_words(fx.folded)
         head = " " + " ".join(tw) + " " if tw else " "
         body = " " + " ".join(xw) + " " if xw else " "
-        tstring = head + "\n" + body
-        boundary = len(head)
-        title_spaces = len(tw) + 1 if tw else 1
         hits = Hits((head, body), (tw, xw))
         if self._empty:
             return _Scan((ft, fx), hits)
+        # the fields are scanned apart (no pattern holds a line break, so the matches are those of one scan over
+        # "head\nbody"), which spares every match the question which field it is in
+        cs_pending: list[tuple[int, int, int, int]] = []
+        if tw:
+            self._scan_field(head, TITLE, hits, cs_pending, -1)
+        lead: dict[int, int] | None = None
+        if xw:
+            # an article is matched on its lead (see classify): the offset of the space after the lead's last
+            # word, past which every match ends beyond the lead
+            cut = 1 + len(" ".join(xw[:LEAD_WORDS])) if len(xw) >= ARTICLE_WORDS else -1
+            lead = self._scan_field(body, TEXT, hits, cs_pending, cut)
+        for atom, fld, s, e in cs_pending:
+            if self._original_words((ft, fx)[fld], s, e) == self.atoms[atom].case_form:
+                lst = hits.get(atom)
+                if lst is None:
+                    hits[atom] = [(fld, s, e)]
+                else:
+                    lst.append((fld, s, e))
+        scan = _Scan((ft, fx), hits)
+        if len(xw) >= ARTICLE_WORDS:
+            scan.lead = self._lead_hits(hits, lead, cs_pending)
+        return scan
+
+    @staticmethod
+    def _lead_hits(
+        hits: Hits, lead: dict[int, int] | None, cs_pending: list[tuple[int, int, int, int]]
+    ) -> Hits:
+        """The hits of the title and of the text's first LEAD_WORDS words (what `Hits.within` would give).
+
+        Matches come in the order of their end, so the lead's are the first of each atom's list: `lead` holds
+        each atom's count when the scan passed the lead, None if it never did."""
+        out = Hits(hits._strings, (hits.words(TITLE), hits.words(TEXT)))
+        if lead is None:
+            out.update(hits)
+        else:
+            for atom, n in lead.items():
+                spans = hits[atom]
+                out[atom] = spans if len(spans) == n else spans[:n]
+            if cs_pending:  # case-sensitive hits are added after the scan: filter them as within() does
+                last = LEAD_WORDS - 1
+                for atom in {p[0] for p in cs_pending}:
+                    found = hits.get(atom)
+                    if found:
+                        kept = [sp for sp in found if sp[0] != TEXT or sp[2] <= last]
+                        if kept:
+                            out[atom] = kept
+        out.whole = hits
+        return out
+
+    def _scan_field(
+        self, tstring: str, fld: int, hits: Hits, cs_pending: list[tuple[int, int, int, int]], cut: int
+    ) -> dict[int, int] | None:
+        """Add the field's matches to `hits`. With `cut` >= 0, return each atom's count of hits that end at or
+        before offset `cut` of `tstring` (None if no match ends after it)."""
+        lead: dict[int, int] | None = None
+        if cut < 0:
+            cut = len(tstring)
         # word index of a match = spaces before it, counted from the previous match (matches come in order of
         # their end; a longer match may start before the previous one, hence the step back)
         pos = 0
-        spaces = 0
+        word = 0
         count = tstring.count
         find = tstring.find
-        cs_pending: list[tuple[int, int, int, int]] = []
         hits_get = hits.get
+        memo = self._check_memo
         for end, (back, atom, more_words, rare) in self.automaton.iter(tstring):
+            if end > cut:
+                lead = {a: len(v) for a, v in hits.items()}
+                cut = len(tstring)
             start = end - back
             if start >= pos:
-                spaces += count(" ", pos, start)
+                word += count(" ", pos, start)
             else:
-                spaces -= count(" ", start, pos)
+                word -= count(" ", start, pos)
             pos = start
-            if start < boundary:
-                fld, word = TITLE, spaces
-            else:
-                fld, word = TEXT, spaces - title_spaces
             if rare is None:  # one atom, whole word or prefix: the common case
                 span = (fld, word, word + more_words)
                 lst = hits_get(atom)
@@ -244,7 +301,15 @@ class Classifier:
                 if kind > PREFIX:
                     if rest is None:
                         rest = tstring[end + 1 : find(" ", end + 1)]
-                    if not _CHECKS[kind](rest):  # type: ignore[misc]
+                    # the suffix grammar's answer for one ending, remembered: endings repeat across words
+                    # and items, and a dict lookup is much cheaper than the regex
+                    known = memo[kind]
+                    ok = known.get(rest)
+                    if ok is None:
+                        ok = known[rest] = _CHECKS[kind](rest) is not None  # type: ignore[misc]
+                        if len(known) > _MEMO_MAX:
+                            known.clear()
+                    if not ok:
                         continue
                 span = (fld, word, word + more_words)
                 if case_sensitive:
@@ -255,14 +320,7 @@ class Classifier:
                     hits[atom] = [span]
                 elif span not in lst:  # two forms of one term at one place (қама-, қамау-)
                     lst.append(span)
-        for atom, fld, s, e in cs_pending:
-            if self._original_words((ft, fx)[fld], s, e) == self.atoms[atom].case_form:
-                lst = hits.get(atom)
-                if lst is None:
-                    hits[atom] = [(fld, s, e)]
-                else:
-                    lst.append((fld, s, e))
-        return _Scan((ft, fx), hits)
+        return lead
 
     @staticmethod
     def _original_words(folded: Folded, s: int, e: int) -> str:
@@ -283,18 +341,11 @@ class Classifier:
         mix languages (Russian text quoting Kazakh names) and a wrong guess would silently drop matches.
         """
         scan = self._scan(title, text)
-        hits = scan.hits
-        if len(hits.words(TEXT)) >= ARTICLE_WORDS:
-            hits = hits.within(TEXT, LEAD_WORDS - 1)
+        hits = scan.hits if scan.lead is None else scan.lead
         matches: dict[str, CategoryMatch] = {}
         found: list[tuple[str, str, float, list[Hit]]] = []
         if hits:
-            sat: set[int] = set()
-            sets_of = self._atom_sets.get
-            for a in hits:
-                ids = sets_of(a)
-                if ids is not None:
-                    sat.update(ids)
+            sat = set(chain.from_iterable(map(self._atom_sets.get, hits, repeat(()))))
             if sat:
                 for plan in self._plan:
                     if plan.gate.isdisjoint(sat):
