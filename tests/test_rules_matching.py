@@ -317,3 +317,22 @@ def test_the_scan_keeps_an_articles_lead_hits_as_within_would(tmp_path: Path) ->
         assert dict(scan.lead) == dict(scan.hits.within(1, 59)), last
         assert scan.lead.whole is scan.hits
     assert c._scan("", "A short teaser: the KNB detained him.").lead is None
+
+
+def test_classifying_leaves_no_reference_cycles(tmp_path: Path) -> None:
+    # what one item allocates is freed as soon as it is classified: garbage the cycle collector has to find
+    # costs every item of a poll (about an eighth of the classify bench's CPU time)
+    import gc
+
+    c = classifier(tmp_path, {"p": "en:arrest NOT football", "q": 'en:"under arrest" NEAR/3 poet'})
+    background = " ".join(["The court heard the case again on Monday."] * 12)
+    texts = ["Police arrest a poet. " + background, "A poet is under arrest.", background]
+    c.classify("t", texts[0]).to_json()
+    gc.collect()
+    gc.disable()
+    try:
+        for text in texts:
+            c.classify("Poet under arrest", text).to_json()
+        assert gc.collect() == 0
+    finally:
+        gc.enable()

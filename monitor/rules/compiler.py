@@ -156,7 +156,17 @@ class Hits(dict[int, list[tuple[int, int, int]]]):
         self._strings = fields
         # the scan already has each field's word list: no need to split its token string again
         self._words: list[list[str] | None] = [None, None] if words is None else list(words)
-        self.whole: Hits = self  # what NOT looks in: the whole item, also when matching only its lead
+        self._whole: Hits | None = None  # see `whole`
+
+    @property
+    def whole(self) -> Hits:
+        """What NOT looks in: the whole item, also when matching only its lead. Held as None for "self": a
+        reference to itself would make every item's hits a cycle, freed only by the garbage collector."""
+        return self if self._whole is None else self._whole
+
+    @whole.setter
+    def whole(self, hits: Hits) -> None:
+        self._whole = None if hits is self else hits
 
     def words(self, fld: int) -> list[str]:
         w = self._words[fld]
