@@ -137,13 +137,16 @@ def _country_name(code: str | None, names: Mapping[str, str] | None = None) -> s
 
 def truncate_text(value: str | None, length: int = 300) -> str:
     value = value or ""
-    if len(value) > 4 * length:
-        # Only the start can show: normalise that. Its first `length` characters are those of the whole text
-        # whenever it still has more than `length` once spaces are collapsed.
-        head = " ".join(value[: 4 * length].split())
+    # Only the start can show: spaces are collapsed in a head of the text, twice `length` long and grown only
+    # when its spaces collapse to `length` characters or fewer. Collapsing a prefix gives a prefix of the
+    # collapsed whole, so its first `length` characters are those of the whole text.
+    size = 2 * length
+    while size < len(value):
+        head = " ".join(value[:size].split())
         if len(head) > length:
             cut = head[:length].rsplit(" ", 1)[0]
             return (cut or head[:length]) + "…"
+        size *= 4
     text = " ".join(value.split())
     if len(text) <= length:
         return text

@@ -271,6 +271,9 @@ def build_site(
     out.mkdir(parents=True, exist_ok=True)
     now = _utc(now or datetime.now(UTC))
     env = render.environment(templates)
+    # Templates do not change during a build: without this every page would stat its template and the one it
+    # extends to see whether to reload them.
+    env.auto_reload = False
     titles = {**render.CATEGORY_TITLES, **(category_titles or {})}
     env.globals["category_titles"] = titles
     report = SiteReport(out=out)
