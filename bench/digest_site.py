@@ -17,8 +17,9 @@ signatures and explanations as `group_items` writes them. Then, in the same run:
 Each step runs `--repeat` times (default 3) for time, then once more under tracemalloc for the peak of Python
 allocations (tracemalloc slows the code, so the two are not measured together). Times are medians of the runs,
 wall and CPU (the process's own, `time.process_time`: the machine is shared, and other processes' load shows in
-wall time only); the ratio to the baseline is taken on CPU time, and every run's CPU time is printed so one slow
-run stands out. Peak RSS of the whole process is printed at the end.
+wall time only); the ratio to the baseline is taken on CPU time, and every run's CPU and wall time are printed
+so one slow run stands out. Under load, wall time swings with the disk (a build writes ~300 MiB of blocks: 175 MiB
+of site, temporary files, the journal) while CPU time stays within a few percent. Peak RSS of the whole process is printed at the end.
 """
 
 from __future__ import annotations
@@ -319,9 +320,9 @@ def measure(label: str, fn: Callable[[], Any], repeat: int, *, fresh: bool = Tru
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     m = Measured(statistics.median(walls), statistics.median(cpus), peak, cpus)
-    runs = " ".join(f"{c:.2f}" for c in cpus)
+    runs = " ".join(f"{c:.2f}/{w:.2f}" for c, w in zip(cpus, walls, strict=True))
     print(
-        f"  {label:<36} {m.wall:6.2f} s wall {m.cpu:6.2f} s cpu (runs: {runs})   peak {peak / 2**20:6.1f} MiB"
+        f"  {label:<36} {m.wall:6.2f} s wall {m.cpu:6.2f} s cpu (runs cpu/wall: {runs})   peak {peak / 2**20:6.1f} MiB"
         f"   {result if isinstance(result, str) else ''}"
     )
     return m
