@@ -112,6 +112,61 @@ def kazakh_stems(word: str) -> list[tuple[str, str]]:
     return out
 
 
+def kazakh_voiced_stem(stem: str) -> bool:
+    """Whether kazakh_stems can give `stem` the kk_noun_v check: a final к/қ/п voiced (наразылығ-, мектеб-) or a
+    high vowel dropped before the final consonant (орн-, халқ-)."""
+    return len(stem) >= 2 and (
+        stem[-1] in _DEVOICING or (stem[-2] in _DROP_AFTER and stem[-1] not in _KK_VOWELS)
+    )
+
+
+# shortest verb root kazakh_stems gives: алу, ету -> ал-, ет-
+KK_MIN_VERB_ROOT = 2
+
+
+def kazakh_matches(term: str, word: str) -> bool:
+    """Whether the Kazakh rule term `term` matches the folded word `word` (a stem of it, then a valid ending)."""
+    return any(
+        word.startswith(stem) and KK_CHECKS[check].fullmatch(word[len(stem) :]) is not None
+        for stem, check in kazakh_stems(term)
+    )
+
+
+def kazakh_dictionary_forms(word: str) -> list[str]:
+    """The dictionary forms a folded Kazakh word may be an inflection of, the word itself first: the grammar
+    above read backwards (қамалды -> қамау, қамалу, қамал; наразылығы -> наразылық; орны -> орын; жапты ->
+    жабу; оқыды -> оқу), keeping only the forms whose rule term matches `word`, so a word and its dictionary
+    form mean what a rule term means. Readings the grammar allows but no dictionary has (қамалд-ы) come along:
+    they stand only for forms of the same word."""
+    forms: dict[str, None] = {word: None}
+    for i in range(2, len(word)):
+        stem, rest = word[:i], word[i:]
+        if KK_NOUN_RE.fullmatch(rest):
+            forms.setdefault(stem, None)
+            if rest[0] in _KK_VOWELS:
+                if stem[-1] in _DEVOICING:  # наразылығ-ы -> наразылық
+                    forms.setdefault(stem[:-1] + _DEVOICING[stem[-1]], None)
+                if len(stem) >= 3 and stem[-2] in _DROP_AFTER and stem[-1] not in _KK_VOWELS:
+                    vowel = "ы" if _last_vowel_back(stem) else "і"
+                    base = stem[:-1] + vowel + stem[-1]  # орн-ы -> орын, халқ-ы -> халық
+                    forms.setdefault(base, None)
+                    if stem[-1] in _DEVOICING:
+                        forms.setdefault(base[:-1] + _DEVOICING[stem[-1]], None)
+        if KK_VERB_RE.fullmatch(rest):
+            roots = {stem}
+            if stem[-1] in _VOICING:  # жап-ты -> жабу, шық-ты -> шығу
+                roots.add(stem[:-1] + _VOICING[stem[-1]])
+            for root in sorted(roots):
+                forms.setdefault(root[:-1] + "ю" if root[-1] == "й" else root + "у", None)
+            if len(stem) >= 3 and stem[-1] in "ыі" and stem[-2] not in _KK_VOWELS:
+                forms.setdefault(stem[:-1] + "у", None)  # оқы-ды -> оқу
+    found = [f for f in forms if f == word or kazakh_matches(f, word)]
+    # a two-letter stem reads too many words (ор-ны, ор-да; ал-ды, ал-да): only when there is no longer reading
+    if any(len(f) > 2 for f in found[1:]):
+        found = [f for f in found if len(f) > 2 or f == word]
+    return found
+
+
 def _last_vowel_back(word: str) -> bool:
     for c in reversed(word):
         if c in _KK_VOWELS:

@@ -28,7 +28,16 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from monitor.rules.morph import KK_CHECKS, KK_NOUN_RE, KK_NOUN_VOICED_RE, KK_VERB_RE, kazakh_stems
+from monitor.rules.morph import (
+    KK_CHECKS,
+    KK_MIN_VERB_ROOT,
+    KK_NOUN_RE,
+    KK_NOUN_VOICED_RE,
+    KK_VERB_RE,
+    kazakh_dictionary_forms,
+    kazakh_stems,
+    kazakh_voiced_stem,
+)
 from monitor.rules.normalize import WORD_RE, fold
 
 # A word longer than this is not indexed (nor searchable): no language has such words, and PostgreSQL caps
@@ -39,9 +48,9 @@ MAX_POSITIONS = 16000
 
 _CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]")
 _KK_LETTERS = set("әғқңөұүһі")
+_KK_ONLY = set("әғқңөұүһ")  # і is Ukrainian too
 _LATIN_RE = re.compile(r"^[a-z]+$")
 _KK_TAG = {"kk_noun": "n", "kk_noun_v": "v", "kk_verb": "w"}
-_VOICED = set("гғб")
 
 
 def search_words(text: str) -> list[str]:
@@ -127,15 +136,16 @@ def english_stem(word: str) -> str:
 @lru_cache(maxsize=50_000)
 def kazakh_keys(word: str) -> tuple[str, ...]:
     """Every (stem, ending class) split of a folded Kazakh word the rules' grammar allows, as K keys; the word
-    with no ending is left out (its L is the word itself, which a query asks for anyway)."""
+    with no ending is left out (its L is the word itself, which a query asks for anyway). A "v" key only for
+    stems kazakh_stems can give that class (a voiced or vowel-dropped stem: наразылығ-ы, орн-ы, халқ-ы)."""
     keys: list[str] = []
     for i in range(2, len(word)):
         stem, rest = word[:i], word[i:]
         if KK_NOUN_RE.fullmatch(rest):
             keys.append("n" + stem)
-        if stem[-1] in _VOICED and KK_NOUN_VOICED_RE.fullmatch(rest):
+        if kazakh_voiced_stem(stem) and KK_NOUN_VOICED_RE.fullmatch(rest):
             keys.append("v" + stem)
-        if i >= 3 and KK_VERB_RE.fullmatch(rest):
+        if i >= KK_MIN_VERB_ROOT and KK_VERB_RE.fullmatch(rest):
             keys.append("w" + stem)
     return tuple(keys)
 
@@ -203,19 +213,30 @@ class QueryWord:
 @lru_cache(maxsize=4096)
 def query_word(word: str) -> QueryWord:
     """The lemmas of a folded query word in every language it may be in, the word itself among them, and for
-    Cyrillic words the Kazakh stems a rule term of that spelling would match (morph.kazakh_stems)."""
+    Cyrillic words the Kazakh stems a rule term of that spelling would match (morph.kazakh_stems).
+
+    A word that is Kazakh (a letter only Kazakh has, or no Russian reading) is first taken back to
+    the dictionary forms it may be an inflection of (morph.kazakh_dictionary_forms: қамалды -> қамау), and
+    each of those asks for its own stems, so қамалды finds қамау, қамауға and ұсталды-like forms of the
+    same verb, as қамау does."""
     if _LATIN_RE.match(word):
         return QueryWord((english_stem(word),), ())
     if not _CYRILLIC_RE.search(word):
         return QueryWord((word,), ())
     lemmas: dict[str, None] = {word: None}
-    for lang in ("ru", "uk"):
-        for lem in slavic_lemmas(lang, word):
-            lemmas.setdefault(lem, None)
+    russian = slavic_lemmas("ru", word)
+    for lem in russian + slavic_lemmas("uk", word):
+        lemmas.setdefault(lem, None)
+    # Ukrainian's dictionary has readings for Kazakh words (мектебі), so only a Russian one keeps a word
+    # without Kazakh letters as written
+    kazakh = not russian or not _KK_ONLY.isdisjoint(word)
+    forms = kazakh_dictionary_forms(word) if kazakh else [word]
     keys: dict[str, None] = {}
-    for stem, check in kazakh_stems(word):
-        if check in KK_CHECKS:
-            keys.setdefault(_KK_TAG[check] + stem, None)
+    for form in forms:
+        lemmas.setdefault(form, None)
+        for stem, check in kazakh_stems(form):
+            if check in KK_CHECKS:
+                keys.setdefault(_KK_TAG[check] + stem, None)
     return QueryWord(tuple(lemmas), tuple(keys))
 
 
