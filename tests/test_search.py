@@ -314,6 +314,42 @@ def test_results_are_ranked_and_snippets_marked(engine: Engine, ids: dict[str, i
     assert more.hits[0].item_id == ids["en_court"] and more.hits[0].score > more.hits[-1].score
 
 
+def test_a_match_past_the_lead_is_found_and_ranks_below_one_in_the_title(engine: Engine) -> None:
+    filler = " ".join(
+        f"слово{i}" for i in range(120)
+    )  # longer than the lead that ranks (backends.HEAD_WORDS)
+    ids = store_docs(
+        engine,
+        [
+            ("deep", "ru", "ru", "Новости дня", f"{filler} Блогера задержали у здания суда.", 0),
+            ("title", "ru", "ru", "Блогер задержан", "Подробности позже.", 1),
+        ],
+    )
+    res = search(engine, "блогер")
+    assert [h.item_id for h in res.hits] == [ids["title"], ids["deep"]]
+    assert "<mark>Блогера</mark> задержали" in res.hits[1].snippet_html
+    assert found(engine, '"здания суда"') == {"deep"}  # a phrase far in the text is matched too
+
+
+def test_filtered_search_reads_the_covering_index_not_the_item_rows(
+    engine: Engine, ids: dict[str, int]
+) -> None:
+    from sqlalchemy import event
+
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda _c, _cur, st, *_a: statements.append(st))
+    search(engine, "задержать", filters=SearchFilters(language="ru", since=T0, country="KZ"))
+    if engine.dialect.name != "sqlite":
+        with engine.connect() as c:
+            n = c.execute(text("SELECT count(*) FROM pg_indexes WHERE indexname = 'ix_item_search_filter'"))
+            assert n.scalar_one() == 1  # its use depends on the visibility map (vacuum): not asserted
+        return
+    ranked = next(st for st in statements if "MATCH" in st)
+    with engine.connect() as c:
+        plan = " ".join(r[3] for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + ranked.replace("?", "NULL")))
+    assert "COVERING INDEX ix_item_search_filter" in plan
+
+
 @pytest.mark.parametrize(
     ("query", "problem", "position"),
     [

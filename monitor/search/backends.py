@@ -3,9 +3,10 @@
 SQLite: an FTS5 table `item_fts(s, l, k)` (rowid = item id; stored contentless where SQLite can delete from
 such a table, 3.43 and later), tokenizer `ascii`: our tokens are separated by
 spaces and contain no ASCII punctuation, so it keeps each one whole and changes nothing in it.
-PostgreSQL: `item_search(item_id, doc tsvector)` with a GIN index. The tsvector is written as a literal, so
-PostgreSQL's parser never sees the text either; the three streams share positions and are told apart by a
-mark (surface as is, "~" lemma, "^" key), and title positions carry weight A so ts_rank prefers them.
+PostgreSQL: `item_search(item_id, doc tsvector, head tsvector)`, a GIN index on doc; head (title and lead)
+is what results are ranked by. The tsvectors are written as literals, so PostgreSQL's parser never sees the
+text either; the three streams share positions and are told apart by a mark (surface as is, "~" lemma, "^"
+key), and title positions carry weight A so ts_rank prefers them.
 
 Every token placed in a MATCH expression or a tsquery comes from monitor.search.text (word characters only)
 and is quoted anyway: user text is never part of either syntax.
@@ -21,9 +22,16 @@ PG_TABLE = "item_search"
 PG_INDEX = "ix_item_search_doc"
 
 
+# A covering index of the item columns the filters read, keyed by id: a filtered search looks each matching
+# id up in it instead of in the item table, whose rows are wide (text, html) and put these columns after them.
+FILTER_INDEX = "ix_item_search_filter"
+FILTER_COLUMNS = ("language", "published", "feed_id", "incident_id", "categories", "countries")
+
+
 def is_search_table(name: str) -> bool:
-    """Tables the search index owns, which the ORM models do not declare (FTS5 adds shadow tables)."""
-    return name in (PG_TABLE, FTS_TABLE) or name.startswith(FTS_TABLE + "_")
+    """Tables (and the index) the search index owns, which the ORM models do not declare (FTS5 adds shadow
+    tables; the filter index's columns differ by database)."""
+    return name in (PG_TABLE, FTS_TABLE, FILTER_INDEX) or name.startswith(FTS_TABLE + "_")
 
 
 # ---- SQLite FTS5 -----------------------------------------------------------------------------------------
@@ -69,16 +77,41 @@ def _pq(token: str) -> str:
     return "'" + token.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
-def tsvector_literal(doc: Document) -> str:
+# The ranking vector: the title and the start of the text, where news puts what an item is about
+HEAD_WORDS = 60
+
+
+def _tsvector(doc: Document, end: int, *, all_positions: bool) -> str:
     positions: dict[str, list[str]] = {}
-    for i, (word, lemma, keys) in enumerate(zip(doc.surface, doc.lemmas, doc.keys, strict=True)):
+    bare: dict[str, None] = {}
+    for i in range(end):
+        word, lemma, keys = doc.surface[i], doc.lemmas[i], doc.keys[i]
         pos = f"{i + 1}A" if i < doc.title_words else str(i + 1)
-        positions.setdefault(word, []).append(pos)
         positions.setdefault(LEMMA_MARK + lemma, []).append(pos)
-        for k in keys:
-            positions.setdefault(KEY_MARK + k, []).append(pos)
+        if all_positions:
+            positions.setdefault(word, []).append(pos)
+            for k in keys:
+                positions.setdefault(KEY_MARK + k, []).append(pos)
+        else:
+            bare.setdefault(word, None)
+            bare.update((KEY_MARK + k, None) for k in keys)
     # PostgreSQL keeps at most 256 positions per lexeme; more are dropped silently, so send no more
-    return " ".join(f"{_pq(lex)}:{','.join(ps[:256])}" for lex, ps in positions.items())
+    out = [f"{_pq(lex)}:{','.join(ps[:256])}" for lex, ps in positions.items()]
+    out += [_pq(lex) for lex in bare if lex not in positions]
+    return " ".join(out)
+
+
+def tsvector_literals(doc: Document) -> tuple[str, str]:
+    """(doc, head) tsvector literals. `doc` is what a query matches: positions only on lemmas (phrases are
+    matched on lemmas; surface words serve prefixes and keys single words, neither needs a position), which
+    keeps it small. `head` is what ts_rank reads: every stream of the title and the first HEAD_WORDS words
+    of the text, with positions and the title's weight A; ranking from it reads a few hundred bytes per
+    matching row instead of the whole document (a long article's is TOASTed)."""
+    n = len(doc.surface)
+    return (
+        _tsvector(doc, n, all_positions=False),
+        _tsvector(doc, min(n, doc.title_words + HEAD_WORDS), all_positions=True),
+    )
 
 
 def tsquery(node: Node) -> str:

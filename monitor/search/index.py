@@ -13,7 +13,15 @@ from typing import Any
 from sqlalchemy import Connection, select, text
 from sqlalchemy.orm import Session
 
-from monitor.search.backends import FTS_TABLE, PG_INDEX, PG_TABLE, fts5_row, tsvector_literal
+from monitor.search.backends import (
+    FILTER_COLUMNS,
+    FILTER_INDEX,
+    FTS_TABLE,
+    PG_INDEX,
+    PG_TABLE,
+    fts5_row,
+    tsvector_literals,
+)
 from monitor.search.text import document
 from monitor.store.models import Item
 
@@ -42,10 +50,26 @@ def create_index_tables(conn: Connection) -> None:
     else:
         conn.execute(
             text(
-                f"CREATE TABLE IF NOT EXISTS {PG_TABLE} (item_id INTEGER PRIMARY KEY, doc TSVECTOR NOT NULL)"
+                f"CREATE TABLE IF NOT EXISTS {PG_TABLE} "
+                "(item_id INTEGER PRIMARY KEY, doc TSVECTOR NOT NULL, head TSVECTOR NOT NULL)"
             )
         )
         conn.execute(text(f"CREATE INDEX IF NOT EXISTS {PG_INDEX} ON {PG_TABLE} USING GIN (doc)"))
+
+
+def create_filter_index(conn: Connection) -> None:
+    """The covering index of the filter columns (backends.FILTER_INDEX). PostgreSQL has no btree order for
+    JSON, so there the columns are INCLUDEd; SQLite has no INCLUDE, so there they are keys after the id."""
+    cols = ", ".join(FILTER_COLUMNS)
+    if conn.dialect.name == "sqlite":
+        sql = f"CREATE INDEX IF NOT EXISTS {FILTER_INDEX} ON item (id, {cols})"
+    else:
+        sql = f"CREATE INDEX IF NOT EXISTS {FILTER_INDEX} ON item (id) INCLUDE ({cols})"
+    conn.execute(text(sql))
+
+
+def drop_filter_index(conn: Connection) -> None:
+    conn.execute(text(f"DROP INDEX IF EXISTS {FILTER_INDEX}"))
 
 
 def drop_index_tables(conn: Connection) -> None:
@@ -66,12 +90,17 @@ def _write(db: Db, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
             params.append({"id": item_id, "s": s, "l": lem, "k": k})
         db.execute(text(f"INSERT INTO {FTS_TABLE} (rowid, s, l, k) VALUES (:id, :s, :l, :k)"), params)
     else:
+        params = []
+        for item_id, doc in docs:
+            full, head = tsvector_literals(doc)
+            params.append({"id": item_id, "doc": full, "head": head})
         db.execute(
             text(
-                f"INSERT INTO {PG_TABLE} (item_id, doc) VALUES (:id, CAST(:doc AS tsvector)) "
-                "ON CONFLICT (item_id) DO UPDATE SET doc = EXCLUDED.doc"
+                f"INSERT INTO {PG_TABLE} (item_id, doc, head) "
+                "VALUES (:id, CAST(:doc AS tsvector), CAST(:head AS tsvector)) "
+                "ON CONFLICT (item_id) DO UPDATE SET doc = EXCLUDED.doc, head = EXCLUDED.head"
             ),
-            [{"id": item_id, "doc": tsvector_literal(doc)} for item_id, doc in docs],
+            params,
         )
 
 
