@@ -331,6 +331,16 @@ def test_a_match_past_the_lead_is_found_and_ranks_below_one_in_the_title(engine:
     assert found(engine, '"здания суда"') == {"deep"}  # a phrase far in the text is matched too
 
 
+def test_a_search_leaves_the_callers_parallel_setting_as_it_was(engine: Engine, ids: dict[str, int]) -> None:
+    if engine.dialect.name == "sqlite":
+        pytest.skip("a PostgreSQL setting")
+    with session_scope(engine) as s:
+        s.execute(text("SET LOCAL max_parallel_workers_per_gather = 3"))
+        assert found(engine, "задержать") == {"ru_detained", "ru_charged"}
+        assert [h.item_id for h in search(s, "задержать").hits]
+        assert s.execute(text("SHOW max_parallel_workers_per_gather")).scalar_one() == "3"
+
+
 def test_filtered_search_reads_the_covering_index_not_the_item_rows(
     engine: Engine, ids: dict[str, int]
 ) -> None:
