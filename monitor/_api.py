@@ -176,7 +176,12 @@ class Monitor:
                 source = source_of(s, row)
         assert text is not None
         rules = self.config.rules
-        r = rules.classify(title, text, language)
+        languages = None
+        if item is not None:  # as the poll and reclassify classify it
+            from monitor.ingest.classify import rule_languages
+
+            languages = rule_languages(title, text, language)
+        r = rules.classify(title, text, language, languages=languages)
         infos = rules.categories
         matches = tuple(
             Match(
@@ -209,7 +214,7 @@ class Monitor:
         """Re-run the current rules over every stored item; items whose categories changed are regrouped (an
         item that lost them leaves its incident). dry_run: report only, store nothing."""
         from monitor.incidents import CountryLevel, group_items
-        from monitor.ingest.classify import apply_classification
+        from monitor.ingest.classify import apply_classification, rule_languages
         from monitor.store.engine import session_scope
         from monitor.store.models import Item as ItemRow
         from monitor.store.types import utcnow
@@ -246,7 +251,12 @@ class Monitor:
                     total += 1
                     before, before_countries = set(row.categories or []), list(row.countries or [])
                     if dry_run:
-                        result = rules.classify(row.title, row.text, row.language)
+                        result = rules.classify(
+                            row.title,
+                            row.text,
+                            row.language,
+                            languages=rule_languages(row.title, row.text, row.language),
+                        )
                         after = apply_verdicts(result.categories, verdicts.get(row.id))
                         after_countries = result.countries
                     else:

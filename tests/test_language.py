@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import pytest
+
 from monitor.ingest.language import CONFIDENT, decide_language, detect
+from monitor.rules import Classifier, load_classifier
 
 
 def test_short_kazakh_and_russian_headlines_are_told_apart() -> None:
@@ -49,3 +54,93 @@ def test_a_plain_russian_article_is_not_mixed() -> None:
         "будет обжаловано в апелляционной инстанции, поскольку пикет не требовал согласования с властями."
     )
     assert decide_language("Активиста оштрафовали", text, "ru").rules == ("ru",)
+
+
+# --- the decision drives the rules -----------------------------------------------------------------------
+
+_SHIPPED = Path(__file__).resolve().parent.parent / "config"
+
+
+@pytest.fixture(scope="module")
+def shipped(tmp_path_factory: pytest.TempPathFactory) -> Classifier:
+    return load_classifier(_SHIPPED, cache_dir=tmp_path_factory.mktemp("cache"))
+
+
+def test_a_kazakh_report_of_a_russian_quote_is_classified_by_both_rule_sets(shipped: Classifier) -> None:
+    # the event is told only in the Russian quote; the Kazakh text around it names no category
+    title = "Ақтөбеде тұрғын әлеуметтік желіге видео жариялады"
+    text = (
+        "Ақтөбе облысының тұрғыны әлеуметтік желіде видео жариялады. Видеода ол орыс тілінде былай дейді: "
+        "«Вчера полиция задержала участников мирного митинга у здания акимата, их увезли в отдел». "
+        "Облыстық полиция департаменті әзірге пікір білдірмеді."
+    )
+    d = decide_language(title, text, "kk")
+    assert d.language == "kk" and d.rules == ("kk", "ru")
+    assert shipped.classify(title, text, "kk").categories == []  # Kazakh rules alone miss it
+    r = shipped.classify(title, text, d.language, languages=d.rules)
+    assert r.categories == ["protest_crackdown"]
+    assert r.languages == ("kk", "ru")
+    m = r.matches["protest_crackdown"]
+    assert m.rule.startswith("ru: ")  # the explanation says which language's rule fired
+    assert {h.language for h in m.hits} == {"ru"}
+    assert {h.form for h in m.hits} >= {"задержала", "митинга"}
+    assert r.to_json()["languages"] == ["kk", "ru"]
+
+
+def test_a_russian_report_of_a_kazakh_quote_runs_the_kazakh_rules(shipped: Classifier) -> None:
+    title = "Журналист рассказал о звонках"
+    text = (
+        "Журналист из Шымкента рассказал, что после публикации о застройке парка ему звонили неизвестные. "
+        "Ол қазақ тілінде жазған постында: «Белсенділерді полиция ұстап алды, мені де қорқытты» деп жазды. "
+        "В полиции города ситуацию не прокомментировали."
+    )
+    d = decide_language(title, text, "ru")
+    assert set(d.rules) == {"kk", "ru"}
+    assert shipped.classify(title, text, "ru").categories == []  # Russian rules alone miss the threat
+    r = shipped.classify(title, text, d.language, languages=d.rules)
+    assert r.categories == ["intimidation"]
+    assert r.matches["intimidation"].rule.startswith("kk: ")
+    assert "қорқытты" in {h.form for h in r.matches["intimidation"].hits}
+
+
+def test_a_plain_item_runs_only_its_languages_rules(shipped: Classifier) -> None:
+    title = "Участников митинга задержали в Алматы"
+    text = (
+        "Полиция задержала участников мирного митинга у здания акимата, их увезли в отдел, сообщил адвокат."
+    )
+    d = decide_language(title, text, "kk")  # a Kazakh feed posting a Russian item
+    assert d.rules == ("ru",)
+    assert shipped.classify(title, text, "kk").categories == []
+    r = shipped.classify(title, text, d.language, languages=d.rules)
+    assert r.categories and r.languages == ("ru",)
+    assert all(m.rule.startswith("ru: ") for m in r.matches.values())
+
+
+def test_the_classify_stage_runs_the_decided_languages_and_every_language_for_undecided_entries(
+    shipped: Classifier,
+) -> None:
+    from dataclasses import dataclass
+
+    from monitor.ingest.classify import classify_entries
+
+    @dataclass(frozen=True)
+    class E:
+        key: str
+        title: str
+        text: str
+        language: str | None
+        rule_languages: tuple[str, ...] = ()
+
+    title = "Участников митинга задержали"
+    text = "Полиция задержала участников мирного митинга у здания акимата, их увезли в отдел."
+    got = classify_entries(
+        shipped,
+        [
+            E("decided-wrong", title, text, "kk", ("kk",)),  # as decided: Kazakh rules only
+            E("decided", title, text, "ru", ("ru",)),
+            E("undecided", title, text, "kk"),  # declared kk, not decided (an edited entry): every rule
+        ],
+    )
+    assert got["decided-wrong"]["categories"] == []
+    assert got["decided"]["categories"] == ["protest_crackdown"]
+    assert got["undecided"]["categories"] == ["protest_crackdown"]

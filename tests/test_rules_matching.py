@@ -336,3 +336,32 @@ def test_classifying_leaves_no_reference_cycles(tmp_path: Path) -> None:
         assert gc.collect() == 0
     finally:
         gc.enable()
+
+
+def test_only_the_given_languages_rules_run(tmp_path: Path) -> None:
+    (tmp_path / "categories.yaml").write_text(
+        textwrap.dedent(
+            """\
+            categories:
+              - id: p
+                title: p
+                severity: medium
+                rules:
+                  en: arrest
+                  ru: арест
+            """
+        ),
+        encoding="utf-8",
+    )
+    c = load_classifier(tmp_path, cache_dir=tmp_path / "cache")
+    text = "An arrest, и ещё один арест."
+    every = c.classify("", text)
+    assert every.categories == ["p"] and every.languages == ()  # no language known: every rule runs
+    assert c.classify("", "и ещё один арест", "en").categories == []
+    ru = c.classify("", text, "ru")
+    assert ru.matches["p"].rule == "ru: арест" and ru.languages == ("ru",)
+    both = c.classify("", "и ещё один арест", "en", languages=("en", "ru"))
+    assert both.categories == ["p"] and both.languages == ("en", "ru")
+    # a language no rule is written in is no reason to run none: every rule runs
+    uk = c.classify("", "і ще один арест", "uk")
+    assert uk.categories == ["p"] and uk.languages == ()

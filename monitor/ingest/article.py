@@ -417,7 +417,11 @@ class ArticleEnricher:
                 decision = decide_language(e.title, text, declared or e.language)
                 if e.key in articles or decision.language != e.language:
                     self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
-                out.append(replace(e, text=text, language=decision.language or e.language))
+                out.append(
+                    replace(
+                        e, text=text, language=decision.language or e.language, rule_languages=decision.rules
+                    )
+                )
             return out
 
         # Detection is CPU work (a few ms for an article): off the event loop, so fetches and lease renewals go on.

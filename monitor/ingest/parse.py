@@ -57,6 +57,9 @@ class Entry:
     language: str | None
     author: str | None
     content_hash: str
+    # the languages whose rules classify the entry, from the language decision (monitor.ingest.language): two
+    # for a mixed item; empty until decided, and then `language`'s rules run
+    rule_languages: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -93,14 +93,19 @@ class Classification:
     countries: list[str]
     matches: dict[str, CategoryMatch]
     places: list[PlaceHit] = field(default_factory=list)
+    # the languages whose rules ran (a mixed item has two); empty when no language was known and all ran
+    languages: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out = {
             "categories": list(self.categories),
             "countries": list(self.countries),
             "matches": {cat: m.to_json() for cat, m in self.matches.items()},
             "places": [p.to_json() for p in self.places],
         }
+        if self.languages:
+            out["languages"] = list(self.languages)
+        return out
 
 
 @dataclass(frozen=True)

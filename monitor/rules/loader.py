@@ -18,7 +18,7 @@ from monitor.rules.matcher import Classifier, CompiledCategory, CompiledRule, Co
 from monitor.rules.morph import LANGUAGES, MORPH_VERSION, Expander, default_cache_dir, dictionary_version
 from monitor.severity import SEVERITIES
 
-ENGINE_VERSION = "2"  # 2: articles match on their lead. Bump when matching semantics change: stored classifications become stale
+ENGINE_VERSION = "3"  # 3: the rules of the item's language(s) run, not every language's. 2: articles match on their lead. Bump when matching semantics change: stored classifications become stale
 _ID_RE = re.compile(r"[a-z][a-z0-9_]*")
 _BLOCK_RE = re.compile(r"(?::|^\s*-)\s*[|>][-+0-9]*\s*(?:#.*)?$")
 _CATEGORY_KEYS = {"id", "title", "severity", "description", "rules", "weights", "min_score", "examples"}

@@ -157,6 +157,13 @@ class Classifier:
         self._empty = len(automaton) == 0
         self._has_case_sensitive = any(a.case_form is not None for a in atoms)
         self._plan = self._plan_categories(categories)
+        self.languages = tuple(
+            sorted(
+                {r.lang for c in categories for r in c.rules}
+                | {w.lang for c in categories for w in c.weights}
+            )
+        )
+        self._plans: dict[frozenset[str], list[_CategoryPlan]] = {frozenset(self.languages): self._plan}
         self._check_memo: list[dict[str, bool]] = [{} for _ in _CHECKS]
 
     def _plan_categories(self, categories: list[CompiledCategory]) -> list[_CategoryPlan]:
@@ -185,11 +192,30 @@ class Classifier:
             else:  # weights only: evaluated when an atom of a positive weight hit
                 gate = frozenset((id_of(frozenset(cat.trigger_atoms())),))
             plans.append(_CategoryPlan(cat, gate, tuple(checks), tuple(wchecks)))
+        self._set_ids = ids
         by_atom: dict[int, list[int]] = {}
         for atom_set, i in ids.items():
             for a in atom_set:
                 by_atom.setdefault(a, []).append(i)
         self._atom_sets = {a: tuple(v) for a, v in by_atom.items()}
+        return plans
+
+    def _plans_for(self, languages: frozenset[str]) -> list[_CategoryPlan]:
+        """The plan with only the rules and weights written for `languages` (every set they need has an id
+        already: the full plan registered them)."""
+        plans = self._plans.get(languages)
+        if plans is None:
+            plans = []
+            for plan in self._plan:
+                cat = plan.category
+                checks = tuple((need, r) for need, r in plan.checks if r.lang in languages)
+                wchecks = tuple((need, w) for need, w in plan.wchecks if w.lang in languages)
+                if cat.rules:
+                    gate = frozenset(self._set_ids[r.trigger] if r.trigger else _NEVER for _n, r in checks)
+                else:  # the gate of every language's weights: a looser filter, never a wrong result
+                    gate = plan.gate
+                plans.append(_CategoryPlan(cat, gate, checks, wchecks))
+            self._plans[languages] = plans
         return plans
 
     # ---- scanning ----------------------------------------------------------------------------------------
@@ -334,12 +360,27 @@ class Classifier:
 
     # ---- classification ----------------------------------------------------------------------------------
 
-    def classify(self, title: str, text: str, language: str | None = None) -> Classification:
+    def classify(
+        self,
+        title: str,
+        text: str,
+        language: str | None = None,
+        *,
+        languages: tuple[str, ...] | list[str] | None = None,
+    ) -> Classification:
         """Categories, countries and explanations for one item.
 
-        `language` is accepted for callers that know it, but every language's rules run on every item: feeds
-        mix languages (Russian text quoting Kazakh names) and a wrong guess would silently drop matches.
+        The rules that run are those written for `languages` (the language decision of monitor.ingest.language:
+        the item's language, and a second one for an item substantially in two), else for `language`, else every
+        language's (a text of unknown language, or of one no rule is written in). Place names are found in every
+        language. The result's `languages` names the asked languages whose rules ran (empty: every language's).
         """
+        asked = languages if languages else (language,) if language else ()
+        # a language no rule is written in (Ukrainian, Belarusian) is treated as unknown: every rule runs
+        run = tuple(sorted(set(asked) & set(self.languages)))
+        plan = self._plan
+        if run and len(run) < len(self.languages):
+            plan = self._plans_for(frozenset(run))
         scan = self._scan(title, text)
         hits = scan.hits if scan.lead is None else scan.lead
         matches: dict[str, CategoryMatch] = {}
@@ -347,10 +388,10 @@ class Classifier:
         if hits:
             sat = set(chain.from_iterable(map(self._atom_sets.get, hits, repeat(()))))
             if sat:
-                for plan in self._plan:
-                    if plan.gate.isdisjoint(sat):
+                for cplan in plan:
+                    if cplan.gate.isdisjoint(sat):
                         continue
-                    m = self._match_category(plan, hits, sat)
+                    m = self._match_category(cplan, hits, sat)
                     if m is not None:
                         found.append(m)
         places = self.gazetteer.resolve(scan.hits) if scan.hits else []  # places: the whole text
@@ -371,7 +412,7 @@ class Classifier:
             entry = self.gazetteer.places[atom].name
             place_hits.append(PlaceHit(country, src[o_start:o_end], FIELD_NAMES[fld], o_start, o_end, entry))
         cats = sort_categories(list(matches), self.categories)
-        return Classification(cats, countries, {c: matches[c] for c in cats}, place_hits)
+        return Classification(cats, countries, {c: matches[c] for c in cats}, place_hits, run)
 
     def _match_category(
         self, plan: _CategoryPlan, hits: Hits, sat: set[int]
