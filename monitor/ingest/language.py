@@ -13,6 +13,7 @@ and both languages' rules run.
 
 from __future__ import annotations
 
+import re
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -36,6 +37,9 @@ MIN_WORDS = 3
 MIXED_SHARE = 0.2
 MIXED_MIN_CHARS = 40
 SEGMENT_CONFIDENT = 0.8
+# Sentences and quoted runs: the units a second language comes in; shorter runs say too little to count.
+_RUNS = re.compile(r"[^.!?…«»\"“”„\n]+")
+SEGMENT_MIN_LETTERS = 20
 # Text beyond this is not looked at: the language is settled long before, and lingua's cost grows with length.
 SAMPLE_CHARS = 2000
 
@@ -103,17 +107,18 @@ def detect(text: str) -> Detection:
         if not values or values[0].value <= 0:
             return Detection(None, 0.0)
         top = _code(values[0].language)
-        segments = detector.detect_multiple_languages_of(sample) if letters >= 2 * MIXED_MIN_CHARS else []
-        for seg in segments:
-            code = _code(seg.language)
-            if code == top:
-                continue
-            part = sample[seg.start_index : seg.end_index]
-            # The segmenter splits plain Russian into Russian and Ukrainian or Belarusian runs now and then: a
-            # run counts only when the detector, asked about it alone, is sure of its language.
-            if detector.compute_language_confidence(part, seg.language) < SEGMENT_CONFIDENT:
-                continue
-            counts[code] = counts.get(code, 0) + sum(ch.isalpha() for ch in part)
+        if letters >= 2 * MIXED_MIN_CHARS:
+            # A second language shows as whole sentences or quotes in it. Each such run is asked about alone,
+            # which costs about what the whole text did; lingua's own segmenter (detect_multiple_languages_of)
+            # cost seven times that and split plain Russian into Ukrainian or Belarusian runs now and then.
+            for run in _RUNS.findall(sample):
+                n = sum(ch.isalpha() for ch in run)
+                if n < SEGMENT_MIN_LETTERS:
+                    continue
+                best = detector.compute_language_confidence_values(run)[0]
+                code = _code(best.language)
+                if code != top and best.value >= SEGMENT_CONFIDENT:
+                    counts[code] = counts.get(code, 0) + n
     secondary, share = None, 0.0
     if counts:
         n, code = max((n, c) for c, n in counts.items())
