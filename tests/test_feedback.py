@@ -156,9 +156,9 @@ def test_precision_over_the_last_30_days_counts_confirmed_and_rejected_matches(m
 
     hits = m.items(category="protest_crackdown", limit=None)
     assert len(hits) >= 2
+    missed = _unclassified(m)  # chosen first: a rejected match left with no category is unclassified too
     _verdict(m, hits[0].id, "protest_crackdown", "confirm")
     _verdict(m, hits[1].id, "protest_crackdown", "reject")
-    missed = _unclassified(m)
     _verdict(m, missed.id, "protest_crackdown", "add")  # a miss is not a judged match
     with Session(m.engine) as s:
         table = category_precision(s, days=30, now=utcnow())
