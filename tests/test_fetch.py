@@ -96,6 +96,20 @@ def test_request_sends_user_agent_accept_and_gzip(srv: FeedServer) -> None:
     assert "if-none-match" not in sent and "if-modified-since" not in sent
 
 
+def test_cookies_a_feed_sets_are_never_sent(srv: FeedServer) -> None:
+    # One feed's cookies must not travel to another feed's request (or back to its own): feeds need no sessions.
+    first = srv.add("/a.xml", RSS, headers={"Set-Cookie": "session=secret; Path=/"})
+    second = srv.add("/b.xml", RSS)
+
+    async def both(f: Fetcher) -> None:
+        await f.fetch(FetchRequest(first))
+        await f.fetch(FetchRequest(second))
+        await f.fetch(FetchRequest(first))
+
+    run(both)
+    assert [r.headers.get("cookie") for r in srv.requests] == [None, None, None]
+
+
 def test_matching_etag_gives_not_modified_and_sends_validators(srv: FeedServer) -> None:
     lm = "Tue, 01 Apr 2025 10:00:00 GMT"
     url = srv.add("/feed.xml", RSS, etag='"v1"', last_modified=lm)
