@@ -117,3 +117,42 @@ def test_revision_0005_moves_each_reports_grouping_reason_onto_the_item(db_url: 
         for inc in s.exec(select(Incident)):
             assert set(inc.explanation) == {"rule"}
     eng.dispose()
+
+
+def test_sync_feeds_adds_changes_and_drops_only_what_config_says(engine: Engine) -> None:
+    from monitor.config.models import FeedConfig
+    from monitor.store.feeds import add_feed, sync_feeds
+
+    a = FeedConfig(id="a", url="https://a.example/rss", title="A", tags=["x"])
+    b = FeedConfig(id="b", url="https://b.example/rss")
+    gone = FeedConfig(id="gone", url="https://gone.example/rss")
+    with Session(engine) as s:
+        first = sync_feeds(s, [a, b, gone])
+        add_feed(s, id="cli", url="https://cli.example/rss")
+        s.commit()
+    assert sorted(first.added) == ["a", "b", "gone"] and first.changed == first.dropped == []
+    with Session(engine) as s:
+        row = s.get(Feed, "b")
+        assert row is not None
+        row.etag, row.url = '"v1"', "https://b.example/moved"  # learnt from a 304 and a 301
+        s.add(row)
+        s.commit()
+
+    with Session(engine) as s:
+        same = sync_feeds(s, [a, b, gone])
+        assert not s.dirty and not s.new
+        s.commit()
+    assert same.added == same.changed == same.dropped == []
+
+    retitled = a.model_copy(update={"title": "A2", "tags": ["x", "y"]})
+    moved = b.model_copy(update={"url": "https://b.example/new"})
+    with Session(engine) as s:
+        report = sync_feeds(s, [retitled, moved])
+        s.commit()
+    assert sorted(report.changed) == ["a", "b"] and report.dropped == ["gone"] and report.added == []
+    with Session(engine) as s:
+        rows = {f.id: f for f in s.exec(select(Feed)).all()}
+    assert rows["a"].title == "A2" and rows["a"].tags == ["x", "y"] and rows["a"].enabled
+    # An edited address wins over the redirect learnt for the old one, and its validators go with it.
+    assert rows["b"].url == rows["b"].config_url == "https://b.example/new" and rows["b"].etag is None
+    assert not rows["gone"].enabled and rows["cli"].enabled and rows["cli"].origin == "cli"
