@@ -34,6 +34,7 @@ _READ = 64 * 1024
 # Response heads larger than this are refused (as httpcore does), so a hostile server cannot grow one forever.
 MAX_HEAD = 100 * 1024
 _DEFAULT_PORTS = {"http": 80, "https": 443}
+_REPEATABLE = frozenset({"GET", "HEAD", "OPTIONS"})
 
 Origin = tuple[str, str, int]
 
@@ -154,8 +155,11 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         if conn is not None:
             try:
                 return await self._exchange(conn, request, timeouts)
-            except _Stale:
-                pass  # the server closed it as we sent: once more on a new connection, as if none was idle
+            except _Stale as exc:
+                # The server closed it as we sent: once more on a new connection, as if none was idle. Only a
+                # request without a body and without effects may go twice.
+                if request.method not in _REPEATABLE:
+                    raise httpx.RemoteProtocolError("the server closed the connection unanswered") from exc
         conn = await self._connect(origin, timeouts.get("connect"))
         try:
             return await self._exchange(conn, request, timeouts)
@@ -170,9 +174,6 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         self._idle.clear()
 
     # internals ---------------------------------------------------------------------------------------------
-    def idle_connections(self) -> int:
-        return len(self._by_age)
-
     def _take_idle(self, origin: Origin) -> _Connection | None:
         conns = self._idle.get(origin)
         if not conns:
@@ -217,7 +218,9 @@ class KeepAliveTransport(httpx.AsyncBaseTransport):
         scheme, host, port = origin
         tls = None
         if scheme == "https":
-            tls = self._ssl if self._ssl is not None else ssl.create_default_context()
+            if self._ssl is None:  # verifying; built once, since loading the CA store is slow
+                self._ssl = ssl.create_default_context()
+            tls = self._ssl
         try:
             async with asyncio.timeout(timeout):
                 reader, writer = await asyncio.open_connection(
