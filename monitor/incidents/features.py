@@ -22,8 +22,10 @@ from __future__ import annotations
 import functools
 import re
 import unicodedata
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from monitor.errors import ConfigError
 
@@ -41,6 +43,7 @@ __all__ = [
 ]
 
 _WORD = re.compile(r"[^\W\d_]+(?:['’][^\W\d_]+)?")
+_WORD_SPLIT = re.compile(f"({_WORD.pattern})")  # the words and the gaps between them, in one list
 _SENTENCE_END = re.compile(r"[.!?…\n]\s*[\"'«»“”„(\[]*\s*$")
 LEAD_WORDS = 80  # title + this many words of text: the lead says what happened; later paragraphs drift
 STEM = 6
@@ -229,59 +232,56 @@ def _names(
     `body` on (a title, then a report's lead, read in one pass)."""
     names: set[str] = set()
     persons: set[str] = set()
+    # One split in C gives the words and what lies between them: parts = [gap, word, gap, word, ..., gap], word i
+    # is parts[2i + 1], the gap before it parts[2i], and it starts at offsets[2i].
+    parts = _WORD_SPLIT.split(text)
+    words = parts[1::2]
+    offsets = list(accumulate(map(len, parts)))
+    if limit is not None:
+        # Words starting at `body` or later count towards the limit; the limit-th of them is the last one read.
+        before = bisect_left(offsets[0::2], body)  # words starting before `body`
+        words = words[: before + max(limit, 1)]
     # Runs of capitalised name words, each word as (key, word, starts a sentence).
     runs: list[list[tuple[str, str, bool]]] = []
     run: list[tuple[str, str, bool]] = []
-    lower_words: list[str] = []  # words the text writes in lower case somewhere: common nouns
-    prev_end = -1
-    for m in _WORD.finditer(text):
-        word = m.group()
-        first = word[0]
-        # Most words are not names: the sentence test and the key are made only for capitalised ones.
-        if first.islower():
-            lower_words.append(word)
+    prev = -2  # the index of the last name word
+    # Most words are not names: only the capitalised ones are looked at. Any other word between two name words
+    # ends a run as a gap that is not blank does, which `prev` tells.
+    for i in [i for i, w in enumerate(words) if w[0].isupper()]:
+        word = words[i]
+        if len(word) < 3 or len(key := name_key(word)) < 3 or key in _NOT_NAME_KEYS:
+            continue
+        start = offsets[2 * i]
+        initial = i == 0 or bool(_SENTENCE_END.search(text[max(0, start - 4) : start]))
+        if not (prev == i - 1 and parts[2 * i].strip(" -\u00a0") == ""):
             run = []
-        elif (
-            first.isupper()
-            and len(word) >= 3
-            and len(key := name_key(word)) >= 3
-            and key not in _NOT_NAME_KEYS
-        ):
-            start = m.start()
-            initial = prev_end < 0 or bool(_SENTENCE_END.search(text[max(0, start - 4) : start]))
-            if not (run and text[prev_end:start].strip(" -\u00a0") == ""):
-                run = []
-                runs.append(run)
-            run.append((key, word, initial))
-        else:
-            run = []
-        prev_end = m.end()
-        if limit is not None and m.start() >= body:
-            limit -= 1
-            if limit <= 0:
-                break
-    lower: set[str] | None = None  # their stems, made when a sentence opens with a run of two or more
-    for words in runs:
-        key, word, initial = words[0]
+            runs.append(run)
+        run.append((key, word, initial))
+        prev = i
+    # Stems of the words the text writes in lower case somewhere (common nouns), made when a sentence opens with a
+    # run of two or more.
+    lower: set[str] | None = None
+    for run_words in runs:
+        key, word, initial = run_words[0]
         # A capitalised word opening a sentence is a name only if it could be one: "Blogger Daniyar Sadykov" or
         # "Blogger Daniyar ... a blogger" puts a common noun before the name, and must not make "Blogger
         # Daniyar" a person whom every blogger called Daniyar would share.
         # A patronymic in second place ("Marat Nurlanovich Ospanov") says the run is one full name.
-        full_name = len(words) >= 3 and bool(_PATRONYMIC.search(words[1][1].casefold()))
-        if initial and len(words) > 1:
+        full_name = len(run_words) >= 3 and bool(_PATRONYMIC.search(run_words[1][1].casefold()))
+        if initial and len(run_words) > 1:
             if lower is None:
-                lower = {_stem(w) for w in lower_words}
-            if (len(words) >= 3 and not full_name) or _stem(word) in lower:
-                words = words[1:]
-        for n, (key, word, initial) in enumerate(words):
+                lower = {_stem(w) for w in words if w[0].islower()}
+            if (len(run_words) >= 3 and not full_name) or _stem(word) in lower:
+                run_words = run_words[1:]
+        for n, (key, word, initial) in enumerate(run_words):
             if n:
-                persons.add(_person(words[n - 1], words[n], surface))
-                names.add(words[n - 1][0])
+                persons.add(_person(run_words[n - 1], run_words[n], surface))
+                names.add(run_words[n - 1][0])
             if not initial:
                 names.add(key)
             surface.setdefault(key, word)
         if full_name:  # "Marat Nurlanovich Ospanov" is also "Marat Ospanov"
-            persons.add(_person(words[0], words[2], surface))
+            persons.add(_person(run_words[0], run_words[2], surface))
     return names, persons
 
 
