@@ -15,6 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import Session
 
 DEFAULT_DB = "sqlite:///./monitor.db"
+SQLITE_CACHE_KIB = 32 * 1024  # each SQLite connection's page cache (see _sqlite_pragmas)
 
 
 def resolve_db_url(option: str | None = None, settings_url: str | None = None) -> str:
@@ -34,6 +35,11 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # A page cache of 32 MiB instead of SQLite's 2 MiB: a search reads the full-text index and the filter
+    # index (16 MiB for 200,000 items) and, with 2 MiB, read most of their pages from the OS again on every
+    # query. It is a ceiling per connection, filled only by the pages it reads, and SQLite drops it when another
+    # connection has committed since, so it holds memory only where reads repeat.
+    cur.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     cur.close()
 
 
