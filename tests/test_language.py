@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from monitor.ingest.language import CONFIDENT, decide_language, detect
+from monitor.ingest.language import CONFIDENT, decide_language, decide_languages, detect
 from monitor.rules import Classifier, load_classifier
 
 
@@ -144,3 +144,26 @@ def test_the_classify_stage_runs_the_decided_languages_and_every_language_for_un
     assert got["decided-wrong"]["categories"] == []
     assert got["decided"]["categories"] == ["protest_crackdown"]
     assert got["undecided"]["categories"] == ["protest_crackdown"]
+
+
+def test_detecting_many_texts_at_once_decides_as_one_at_a_time() -> None:
+    items = [
+        ("Суд арестовал блогера", "Его обвиняют в распространении ложной информации в социальных сетях.", "kk"),
+        ("Белсенді сотта сөз сөйледі", "Сот отырысында ол былай деді: «Я не признаю свою вину, я просто стоял "
+         "с плакатом у здания акимата и никому не мешал». Сот оған айыппұл салды.", "kk"),
+        ("", "", None),
+        ("Court fines activist over picket", "The activist said she would appeal the ruling.", "ru"),
+        ("2026 — 12:30", "", "ru"),
+    ]  # fmt: skip
+    assert decide_languages(items) == [decide_language(*item) for item in items]
+    assert [d.rules for d in decide_languages(items)] == [("ru",), ("kk", "ru"), (), ("en",), ("ru",)]
+
+
+def test_a_russian_report_quoting_english_at_length_runs_both_languages_rules() -> None:
+    # the quote is in another script, so it is always asked about, even though most runs are not
+    text = (
+        "Посольство опубликовало заявление после приговора журналисту. В заявлении говорится: "
+        '"We are deeply concerned by the sentence handed down to the journalist and call for his release". '
+        "Защита намерена обжаловать приговор в вышестоящем суде."
+    )
+    assert decide_language("Приговор журналисту", text, "ru").rules == ("ru", "en")

@@ -382,7 +382,7 @@ class ArticleEnricher:
         return Fetcher(fetch_limits(self.config))
 
     async def __call__(self, feed: object, entries: Sequence[Any]) -> Sequence[Any]:
-        from monitor.ingest.language import decide_language
+        from monitor.ingest.language import decide_languages
 
         feed_id = str(getattr(feed, "id", ""))
         declared = getattr(feed, "language", None)
@@ -411,10 +411,16 @@ class ArticleEnricher:
 
         def decide_all() -> list[Any]:
             out = []
-            for e in entries:
-                art = articles.get(e.key)
-                text = art.text if art is not None and art.ok and art.text else e.text
-                decision = decide_language(e.title, text, declared or e.language)
+            arts = [articles.get(e.key) for e in entries]
+            texts = [
+                a.text if a is not None and a.ok and a.text else e.text
+                for e, a in zip(entries, arts, strict=True)
+            ]
+            # One call for the feed's entries: detected together, on every core (monitor.ingest.language).
+            decisions = decide_languages(
+                [(e.title, t, declared or e.language) for e, t in zip(entries, texts, strict=True)]
+            )
+            for e, art, text, decision in zip(entries, arts, texts, decisions, strict=True):
                 if e.key in articles or decision.language != e.language:
                     self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
                 out.append(
@@ -424,7 +430,8 @@ class ArticleEnricher:
                 )
             return out
 
-        # Detection is CPU work (a few ms for an article): off the event loop, so fetches and lease renewals go on.
+        # Detection is CPU work (about 0.4 ms an entry, a few ms for an article): off the event loop, so fetches
+        # and lease renewals go on; lingua releases the GIL while it works, so the store thread does too.
         return await asyncio.to_thread(decide_all)
 
     def record_stage(self, session: Any, batch: Any) -> None:
