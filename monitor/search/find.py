@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import (
     Connection,
     Engine,
     Float,
+    Integer,
     String,
     bindparam,
     cast,
@@ -28,7 +30,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.expression import TableClause
 
 from monitor.search.backends import FILTER_COLUMNS, FILTER_INDEX, FTS_TABLE, PG_TABLE, fts5_match, tsquery
-from monitor.search.index import Db, dialect_name
 from monitor.search.query import SearchFilterError, parse_query
 from monitor.search.snippet import Highlighter, highlight
 from monitor.store.models import Item, ItemSource
@@ -107,13 +108,13 @@ class SearchResults:
         }
 
 
-def _json_contains(dialect: str, column: str, value: str, name: str) -> Any:
+def _json_contains(dialect: str, column: str, name: str) -> Any:
     # Lists are JSON, which the two databases unpack differently
     if dialect == "sqlite":
         sql = f"EXISTS (SELECT 1 FROM json_each(item.{column}) WHERE json_each.value = :{name})"
     else:
         sql = f"EXISTS (SELECT 1 FROM json_array_elements_text(item.{column}) AS e(v) WHERE e.v = :{name})"
-    return text(sql).bindparams(bindparam(name, value, type_=String))
+    return text(sql).bindparams(bindparam(name, type_=String))
 
 
 VERDICT_FILTERS = ("confirm", "reject", "add", "any", "none")
@@ -121,33 +122,31 @@ VERDICT_FILTERS = ("confirm", "reject", "add", "any", "none")
 _LATEST = "(SELECT v.verdict FROM verdict v WHERE v.item_id = item.id AND v.category = :f_vcat ORDER BY v.id DESC LIMIT 1)"
 
 
-def _category_condition(dialect: str, category: str) -> Any:
-    """The item is in `category` once verdicts are applied: the rules put it there and no analyst rejected it,
-    or an analyst confirmed or added it (verdicts win over the rules everywhere, search included)."""
-    rules = _json_contains(dialect, "categories", category, "f_category")
+def _category_condition(dialect: str) -> Any:
+    """The item is in the category :f_category once verdicts are applied: the rules put it there and no analyst
+    rejected it, or an analyst confirmed or added it (verdicts win over the rules everywhere, search included)."""
+    rules = _json_contains(dialect, "categories", "f_category")
     return text(
         f"COALESCE({_LATEST}, CASE WHEN {rules.text} THEN 'rules' END) IN ('rules', 'confirm', 'add')"
-    ).bindparams(bindparam("f_vcat", category, type_=String), bindparam("f_category", category, type_=String))
+    ).bindparams(bindparam("f_vcat", type_=String), bindparam("f_category", type_=String))
 
 
-def _verdict_condition(verdict: str, category: str | None) -> Any:
-    if verdict not in VERDICT_FILTERS:
-        raise SearchFilterError(f"verdict must be one of {', '.join(VERDICT_FILTERS)}, not {verdict!r}")
-    on_cat = " AND v.category = :f_vcat" if category else ""
+def _verdict_condition(verdict: str, on_category: bool) -> Any:
+    on_cat = " AND v.category = :f_vcat" if on_category else ""
     if verdict in ("any", "none"):
         sql = f"EXISTS (SELECT 1 FROM verdict v WHERE v.item_id = item.id{on_cat})"
         if verdict == "none":
             sql = "NOT " + sql
-    elif category:
+    elif on_category:
         sql = f"{_LATEST} = :f_verdict"
     else:
         sql = (
             "EXISTS (SELECT 1 FROM verdict v WHERE v.item_id = item.id AND v.verdict = :f_verdict AND v.id = "
             "(SELECT max(v2.id) FROM verdict v2 WHERE v2.item_id = v.item_id AND v2.category = v.category))"
         )
-    params = [bindparam("f_verdict", verdict, type_=String)] if ":f_verdict" in sql else []
-    if category:
-        params.append(bindparam("f_vcat", category, type_=String))
+    params = [bindparam("f_verdict", type_=String)] if ":f_verdict" in sql else []
+    if on_category:
+        params.append(bindparam("f_vcat", type_=String))
     return text(sql).bindparams(*params)
 
 
@@ -169,56 +168,87 @@ def _indexed_by(element: _ThroughFilterIndex, compiler: Any, **kw: Any) -> str:
 _ITEM_FILTERED = _ThroughFilterIndex("item", *(column(c, _ITEM.c[c].type) for c in ("id", *FILTER_COLUMNS)))
 
 
-def _conditions(dialect: str, f: SearchFilters, item: Any = _ITEM) -> list[Any]:
-    c: list[Any] = []
+def _filter_params(f: SearchFilters) -> dict[str, Any]:
+    """The bound values of the filters given. Their names are the shape of the ranked statement, which is
+    built once per database, set of filters and verdict filter (_ranked_statement): building it on every
+    search cost more than running its SQL on SQLite."""
+    p: dict[str, Any] = {}
     if f.category:
-        c.append(_category_condition(dialect, f.category))
+        p["f_category"] = p["f_vcat"] = f.category
     if f.country:
-        c.append(_json_contains(dialect, "countries", f.country.upper(), "f_country"))
+        p["f_country"] = f.country.upper()
     if f.feed:
+        p["f_feed"] = f.feed
+    if f.language:
+        p["f_language"] = f.language.lower()
+    if f.since is not None:
+        p["f_since"] = f.since
+    if f.until is not None:
+        p["f_until"] = f.until
+    if f.incident is not None:
+        p["f_incident"] = f.incident
+    if f.verdict:
+        if f.verdict not in VERDICT_FILTERS:
+            raise SearchFilterError(f"verdict must be one of {', '.join(VERDICT_FILTERS)}, not {f.verdict!r}")
+        if f.verdict not in ("any", "none"):
+            p["f_verdict"] = f.verdict
+        if f.category:
+            p["f_vcat"] = f.category
+    return p
+
+
+def _conditions(dialect: str, given: frozenset[str], verdict: str | None, item: Any) -> list[Any]:
+    c: list[Any] = []
+    if "f_category" in given:
+        c.append(_category_condition(dialect))
+    if "f_country" in given:
+        c.append(_json_contains(dialect, "countries", "f_country"))
+    if "f_feed" in given:
+        feed = bindparam("f_feed", type_=String)
         c.append(
             or_(
-                item.c.feed_id == f.feed,
-                exists().where(_SOURCE.c.item_id == item.c.id, _SOURCE.c.feed_id == f.feed),
+                item.c.feed_id == feed,
+                exists().where(_SOURCE.c.item_id == item.c.id, _SOURCE.c.feed_id == feed),
             )
         )
-    if f.language:
-        c.append(item.c.language == f.language.lower())
-    if f.since is not None:
-        c.append(item.c.published >= f.since)
-    if f.until is not None:
-        c.append(item.c.published < f.until)
-    if f.incident is not None:
-        c.append(item.c.incident_id == f.incident)
-    if f.verdict:
-        c.append(_verdict_condition(f.verdict, f.category))
+    if "f_language" in given:
+        c.append(item.c.language == bindparam("f_language", type_=item.c.language.type))
+    if "f_since" in given:
+        c.append(item.c.published >= bindparam("f_since", type_=item.c.published.type))
+    if "f_until" in given:
+        c.append(item.c.published < bindparam("f_until", type_=item.c.published.type))
+    if "f_incident" in given:
+        c.append(item.c.incident_id == bindparam("f_incident", type_=item.c.incident_id.type))
+    if verdict:
+        c.append(_verdict_condition(verdict, "f_category" in given))
     return c
 
 
-def _ranked_ids(
-    db: Db, query_node: Any, f: SearchFilters, limit: int, offset: int
-) -> list[tuple[int, float]]:
-    dialect = dialect_name(db)
+_LIMIT = bindparam("limit", type_=Integer)
+_OFFSET = bindparam("offset", type_=Integer)
+
+
+@lru_cache(maxsize=512)
+def _ranked_statement(dialect: str, given: frozenset[str], verdict: str | None) -> Any:
+    """(id, score) of the matching items, best first, for a query bound as :match (SQLite) or :tsq."""
     item = _ITEM_FILTERED if dialect == "sqlite" else _ITEM
-    conditions = _conditions(dialect, f, item)
+    conditions = _conditions(dialect, given, verdict, item)
     if dialect == "sqlite":
         fts = table(FTS_TABLE, column("rowid"))
         score = literal_column(_BM25, Float)
-        match = text(f"{FTS_TABLE} MATCH :match").bindparams(match=fts5_match(query_node))
+        match = text(f"{FTS_TABLE} MATCH :match").bindparams(bindparam("match", type_=String))
         if not conditions:  # the index alone answers: no item row is read for the items not shown
             stmt = select(fts.c.rowid, score).where(match).order_by(score, fts.c.rowid.desc())
-            rows = db.execute(stmt.limit(limit).offset(offset)).all()
-            return [(r[0], -float(r[1])) for r in rows]
-        stmt = (
-            select(item.c.id, score)
-            .select_from(item.join(fts, fts.c.rowid == item.c.id))
-            .where(match, *conditions)
-            .order_by(score, item.c.id.desc())
-        )
-        rows = db.execute(stmt.limit(limit).offset(offset)).all()
-        return [(r[0], -float(r[1])) for r in rows]
+        else:
+            stmt = (
+                select(item.c.id, score)
+                .select_from(item.join(fts, fts.c.rowid == item.c.id))
+                .where(match, *conditions)
+                .order_by(score, item.c.id.desc())
+            )
+        return stmt.limit(_LIMIT).offset(_OFFSET)
     idx = table(PG_TABLE, column("item_id"), column("doc"), column("head"))
-    q = cast(bindparam("tsq", tsquery(query_node), type_=String), TSQUERY)
+    q = cast(bindparam("tsq", type_=String), TSQUERY)
     # ranked by the title and lead (backends.tsvector_literals): matched rows' whole documents are not read
     rank = func.ts_rank(idx.c.head, q, type_=Float)
     if conditions:
@@ -234,18 +264,38 @@ def _ranked_ids(
             .where(idx.c.doc.op("@@")(q))
             .order_by(rank.desc(), idx.c.item_id.desc())
         )
-    # A top-20 query gains nothing from parallel workers, and starting them cost more than the query (58 of
-    # 66 ms for a common word, 200,000 items on 2 cores): none for this statement, the caller's setting back
-    # after it.
-    before = db.execute(
-        text(
-            "SELECT current_setting('max_parallel_workers_per_gather'), "
-            "set_config('max_parallel_workers_per_gather', '0', true)"
-        )
-    ).scalar_one()
-    rows = db.execute(stmt.limit(limit).offset(offset)).all()
+    return stmt.limit(_LIMIT).offset(_OFFSET)
+
+
+# A top-20 query gains nothing from parallel workers, and starting them cost more than the query (58 of 66 ms for
+# a common word, 200,000 items on 2 cores): none for the ranked statement, the caller's setting back after it.
+_NO_PARALLEL = text(
+    "SELECT current_setting('max_parallel_workers_per_gather'), "
+    "set_config('max_parallel_workers_per_gather', '0', true)"
+)
+_SET_PARALLEL = text("SELECT set_config('max_parallel_workers_per_gather', :v, true)")
+
+
+def _ranked_ids(
+    db: Connection,
+    query_node: Any,
+    params: dict[str, Any],
+    verdict: str | None,
+    limit: int,
+    offset: int,
+) -> list[tuple[int, float]]:
+    dialect = db.dialect.name
+    stmt = _ranked_statement(dialect, frozenset(params), verdict)
+    bound = {**params, "limit": limit, "offset": offset}
+    if dialect == "sqlite":
+        bound["match"] = fts5_match(query_node)
+        # bm25 is lower for better matches
+        return [(r[0], -float(r[1])) for r in db.execute(stmt, bound)]
+    bound["tsq"] = tsquery(query_node)
+    before = db.execute(_NO_PARALLEL).scalar_one()
+    rows = db.execute(stmt, bound).all()
     # (a failed statement aborts the transaction, whose rollback undoes the setting too)
-    db.execute(text("SELECT set_config('max_parallel_workers_per_gather', :v, true)").bindparams(v=before))
+    db.execute(_SET_PARALLEL, {"v": before})
     return [(r[0], float(r[1])) for r in rows]
 
 
@@ -263,28 +313,39 @@ def search(
     cannot be applied. Reads only; takes an engine, a session or a connection."""
     node = parse_query(query)  # before touching the database: a bad query costs nothing
     f = filters or SearchFilters()
+    params = _filter_params(f)  # a bad filter costs nothing either
     limit = max(1, min(int(limit), MAX_LIMIT))
     offset = max(0, int(offset))
     if isinstance(db, Engine):
         with db.connect() as conn:
-            return _search(conn, query, node, f, limit, offset)
-    return _search(db, query, node, f, limit, offset)
+            return _search(conn, query, node, params, f.verdict or None, limit, offset)
+    # A session's own connection (its transaction): the statements are Core, and the session's ORM execution
+    # path only added work to each of them
+    conn = db.connection() if isinstance(db, Session) else db
+    return _search(conn, query, node, params, f.verdict or None, limit, offset)
 
 
-def _verdicts_in_force(db: Db, item_ids: list[int]) -> dict[int, dict[str, str]]:
-    """{item: {category: verdict}} of the latest verdict per (item, category), as monitor.store.verdicts
-    orders them (highest id wins)."""
-    out: dict[int, dict[str, str]] = {}
-    if not item_ids:
-        return out
-    rows = db.execute(
-        select(_VERDICT.c.item_id, _VERDICT.c.category, _VERDICT.c.verdict)
-        .where(_VERDICT.c.item_id.in_(item_ids))
-        .order_by(_VERDICT.c.id)
+# The shown items' fields and every verdict on them, in one statement (an item without verdicts comes once, with
+# NULLs; one with verdicts once per verdict)
+_HIT_ROWS = (
+    select(
+        _ITEM.c.id,
+        _ITEM.c.title,
+        _ITEM.c.text,
+        _ITEM.c.url,
+        _ITEM.c.feed_id,
+        _ITEM.c.language,
+        _ITEM.c.published,
+        _ITEM.c.categories,
+        _ITEM.c.countries,
+        _ITEM.c.incident_id,
+        _VERDICT.c.id,
+        _VERDICT.c.category,
+        _VERDICT.c.verdict,
     )
-    for item_id, category, verdict in rows:
-        out.setdefault(item_id, {})[category] = verdict
-    return out
+    .select_from(_ITEM.outerjoin(_VERDICT, _VERDICT.c.item_id == _ITEM.c.id))
+    .where(_ITEM.c.id.in_(bindparam("ids", expanding=True)))
+)
 
 
 def _with_verdicts(rules: list[str], verdicts: dict[str, str]) -> list[str]:
@@ -294,30 +355,30 @@ def _with_verdicts(rules: list[str], verdicts: dict[str, str]) -> list[str]:
     return cats
 
 
-def _search(db: Db, query: str, node: Any, f: SearchFilters, limit: int, offset: int) -> SearchResults:
-    ranked = _ranked_ids(db, node, f, limit + 1, offset)
+def _search(
+    db: Connection,
+    query: str,
+    node: Any,
+    params: dict[str, Any],
+    verdict: str | None,
+    limit: int,
+    offset: int,
+) -> SearchResults:
+    ranked = _ranked_ids(db, node, params, verdict, limit + 1, offset)
     more = len(ranked) > limit
     ranked = ranked[:limit]
     if not ranked:
         return SearchResults(query=query, offset=offset)
-    rows = {
-        r.id: r
-        for r in db.execute(
-            select(
-                _ITEM.c.id,
-                _ITEM.c.title,
-                _ITEM.c.text,
-                _ITEM.c.url,
-                _ITEM.c.feed_id,
-                _ITEM.c.language,
-                _ITEM.c.published,
-                _ITEM.c.categories,
-                _ITEM.c.countries,
-                _ITEM.c.incident_id,
-            ).where(_ITEM.c.id.in_([i for i, _ in ranked]))
-        )
-    }
-    verdicts = _verdicts_in_force(db, list(rows))
+    rows: dict[int, Any] = {}
+    found: list[tuple[int, int, str, str]] = []  # (verdict id, item, category, verdict)
+    for row in db.execute(_HIT_ROWS, {"ids": [i for i, _ in ranked]}):
+        rows.setdefault(row[0], row)
+        if row[10] is not None:
+            found.append((row[10], row[0], row[11], row[12]))
+    # the verdict in force on (item, category) is the latest (highest id), as monitor.store.verdicts orders them
+    verdicts: dict[int, dict[str, str]] = {}
+    for _, item_id, category, v in sorted(found):
+        verdicts.setdefault(item_id, {})[category] = v
     hl = Highlighter.for_query(node)
     hits = []
     for item_id, score in ranked:
