@@ -8,7 +8,7 @@ from html import escape
 
 from monitor.rules.normalize import WORD_RE, fold_with_map
 from monitor.search.query import And, Node, Or, Phrase, Term
-from monitor.search.text import analyse, language_mode, query_lemma_variants, query_word, subwords
+from monitor.search.text import MAX_WORD, analyse, language_mode, query_lemma_variants, query_word, subwords
 
 SNIPPET_WORDS_BEFORE = 8
 SNIPPET_WORDS = 36
@@ -54,25 +54,31 @@ class Highlighter:
 
     def matches(self, folded_word: str, mode: str) -> bool:
         """Whether a word of a stored text (already folded, as WORD_RE finds it in folded text) matches."""
+        hit = self.memo(mode).get(folded_word)
+        return self._decide(folded_word, mode) if hit is None else hit
+
+    def memo(self, mode: str) -> dict[str, bool]:
+        """The decisions taken so far for words of `mode` (a caller may look words up in it first)."""
         memo = self._memo.get(mode)
         if memo is None:
             memo = self._memo[mode] = {}
-        hit = memo.get(folded_word)
-        if hit is None:
-            hit = False
-            for w in subwords(folded_word):
-                if self._matches(w, mode):
-                    hit = True
-                    break
-            if len(memo) < 50_000:
-                memo[folded_word] = hit
+        return memo
+
+    def _decide(self, folded_word: str, mode: str) -> bool:
+        if folded_word.isalnum() and len(folded_word) <= MAX_WORD:  # subwords() would return it alone
+            hit = self._matches(folded_word, mode)
+        else:
+            hit = any(self._matches(w, mode) for w in subwords(folded_word))
+        memo = self.memo(mode)
+        if len(memo) < 50_000:
+            memo[folded_word] = hit
         return hit
 
     def _matches(self, w: str, mode: str) -> bool:
-        if w in self.surface or any(w.startswith(p) for p in self.prefixes):
+        if w in self.surface or (self.prefixes and w.startswith(tuple(self.prefixes))):
             return True
         entry = analyse(w, mode)
-        return entry.lemma in self.lemmas or not self.keys.isdisjoint(entry.keys)
+        return entry.lemma in self.lemmas or (bool(entry.keys) and not self.keys.isdisjoint(entry.keys))
 
 
 def highlight(text: str, hl: Highlighter, language: str | None, *, whole: bool = False) -> tuple[str, bool]:
@@ -85,13 +91,25 @@ def highlight(text: str, hl: Highlighter, language: str | None, *, whole: bool =
     words = WORD_RE.findall(folded.folded)
     if not words:
         return escape(text), False
+    known = hl.memo(mode).get  # the decisions already taken (most words of a text, after the first hits)
+    decide = hl._decide
     if whole or len(words) <= SNIPPET_WORDS:
         first, last = 0, len(words)
     else:
-        anchor = next((i for i, w in enumerate(words) if hl.matches(w, mode)), 0)
+        anchor = 0
+        for i, w in enumerate(words):
+            hit = known(w)
+            if hit or (hit is None and decide(w, mode)):
+                anchor = i
+                break
         first = max(0, anchor - SNIPPET_WORDS_BEFORE)
         last = min(len(words), first + SNIPPET_WORDS)
-    marked = [i for i in range(first, last) if hl.matches(words[i], mode)]
+    marked = []
+    for i in range(first, last):
+        w = words[i]
+        hit = known(w)
+        if hit or (hit is None and decide(w, mode)):
+            marked.append(i)
     # spans of the window's words only: a long text is not mapped back beyond what is shown
     spans = folded.spans_upto(last - 1)
     start = 0 if first == 0 else spans[first][0]
