@@ -270,6 +270,23 @@ def test_filters(engine: Engine, ids: dict[str, int]) -> None:
     assert found(engine, "задержать", incident=7) == {"ru_detained"}
 
 
+def test_category_filter_takes_only_whole_ids_and_any_spelling(engine: Engine, ids: dict[str, int]) -> None:
+    # SQLite looks for the category's JSON string in the list before unpacking it: a longer id holding the
+    # one asked for is not a match, and an id JSON can write in more than one way is found however the list
+    # was written (here by raw SQL, without the escapes Python's json writes)
+    value = ":c" if engine.dialect.name == "sqlite" else "CAST(:c AS JSON)"
+    with session_scope(engine) as s:
+        s.execute(update(Item).where(Item.id == ids["ru_detained"]).values(categories=["prosecution_x"]))  # type: ignore[arg-type]
+        s.execute(
+            text(f"UPDATE item SET categories = {value} WHERE id = :id"),
+            {"c": '["преследование", "a\\"b", "prosecution"]', "id": ids["ru_charged"]},
+        )
+    assert found(engine, "задержать", category="prosecution") == {"ru_charged"}
+    assert found(engine, "задержать", category="prosecution_x") == {"ru_detained"}
+    assert found(engine, "задержать", category="преследование") == {"ru_charged"}
+    assert found(engine, "задержать", category='a"b') == {"ru_charged"}
+
+
 def test_verdicts_filter_and_win_over_the_rules(engine: Engine, ids: dict[str, int]) -> None:
     from monitor.store.verdicts import record_verdict
 
