@@ -456,8 +456,11 @@ def main() -> None:
         with engine.connect() as c:
             mb = c.execute(text("SELECT pg_total_relation_size('item_search')")).scalar_one() / 2**20
             size = f", index {mb:.0f} MiB"
-        with engine.begin() as c:
-            c.execute(text("ANALYZE"))
+        # VACUUM as well: it marks the pages all-visible, which an archive's table is once autovacuum (on by
+        # default) has been after a bulk insert, and without which the covering filter index cannot be read
+        # alone (every matching item's row was fetched from the heap)
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+            c.execute(text("VACUUM ANALYZE"))
     print(f"index build: {n:,} items in {build:.1f} s ({n / build:,.0f} items/s){size}")
 
     like = "(title LIKE :p OR text LIKE :p)"
