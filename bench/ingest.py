@@ -71,6 +71,31 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def peak_rss_of(pid: int) -> float:
+    """Peak RSS of another (still running) process: a worker of ours."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_of(pids: list[int]) -> float:
+    """User + system CPU seconds of other (still running) processes so far."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        except OSError:
+            pass
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/status", encoding="ascii") as fh:
         for line in fh:
@@ -236,20 +261,30 @@ def work_ours(args: argparse.Namespace) -> Result:
     # The poller imports these lazily: load them before the clock starts, as a long-running service has.
     importlib.import_module("monitor.ingest.fetch")
     importlib.import_module("monitor.ingest.parse")
+    # ... and starts its worker processes (parsers, the language detector) before it claims feeds.
+    workers = importlib.import_module("monitor.ingest.workers")
+    workers.warm_workers()
 
     gc.collect()
     res["rss_before_mb"] = current_rss_mb()
+    # The CPU figures count the workers' seconds too: the floor's parsing happens in one process.
+    cpu0 = cpu_of(workers.worker_pids())
     with timed(res, "full"):
         report = _run_poll(engine, config, classifier)
+    res["full_cpu"] += cpu_of(workers.worker_pids()) - cpu0
     res["full_summary"] = _summary(report)
     res["entries"] = res["full_summary"]["entries"]
     res["peak_rss_full_mb"] = peak_rss_mb()
     if not args.classify:
         gc.collect()
+        cpu0 = cpu_of(workers.worker_pids())
         with timed(res, "unchanged"):
             report = _run_poll(engine, config, classifier)
+        res["unchanged_cpu"] += cpu_of(workers.worker_pids()) - cpu0
         res["unchanged_summary"] = _summary(report)
     res["peak_rss_mb"] = peak_rss_mb()
+    res["workers"] = len(workers.worker_pids())
+    res["workers_peak_rss_mb"] = sum(peak_rss_of(pid) for pid in workers.worker_pids())
     engine.dispose()
     return res
 
@@ -610,7 +645,8 @@ def throughput(args: argparse.Namespace, b: Bench) -> int:
         ours["entries"],
         ours["peak_rss_full_mb"],
         f"{ours['full'] / floor['full']:.2f}x floor, {ours['full'] / floor['bare']:.2f}x bare floor; "
-        f"new items {ours['full_summary']['new_items']:,}",
+        f"new items {ours['full_summary']['new_items']:,}; +{ours.get('workers_peak_rss_mb', 0):.0f} MB in "
+        f"{ours.get('workers', 0)} workers",
     )
     row(
         "ours: unchanged cycle (304)",
@@ -711,7 +747,8 @@ def memory(args: argparse.Namespace, b: Bench) -> int:
     print()
     print(
         f"Memory at scale: {args.feeds:,} feeds x {args.items} items = {n_entries:,} entries; peak RSS of "
-        f"the process (ru_maxrss, includes the interpreter and imports)."
+        f"the process (ru_maxrss, includes the interpreter and imports); ours has worker processes too, "
+        f"counted in the target below."
     )
     rows = [
         (
@@ -737,10 +774,11 @@ def memory(args: argparse.Namespace, b: Bench) -> int:
     print_table(
         rows, ("", "RSS before MB", "peak after full MB", "peak after unchanged MB", "full s", "unchanged s")
     )
-    peak = ours["peak_rss_mb"]
+    peak = ours["peak_rss_mb"] + ours.get("workers_peak_rss_mb", 0.0)
     print(
-        f"\nTarget: peak memory < {MEMORY_LIMIT_MB:.0f} MB at {args.feeds:,} feeds: {peak:.0f} MB  "
-        f"-> {verdict(peak < MEMORY_LIMIT_MB)}"
+        f"\nTarget: peak memory < {MEMORY_LIMIT_MB:.0f} MB at {args.feeds:,} feeds, the polling process and its "
+        f"{ours.get('workers', 0)} workers (parsers, language detector) together: {ours['peak_rss_mb']:.0f} + "
+        f"{ours.get('workers_peak_rss_mb', 0.0):.0f} = {peak:.0f} MB  -> {verdict(peak < MEMORY_LIMIT_MB)}"
     )
     return report_problems(problems)
 

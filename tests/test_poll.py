@@ -301,7 +301,7 @@ def test_every_feed_dialect_and_encoding_polls_end_to_end(
 def test_documents_are_parsed_in_worker_processes_with_the_same_result(
     engine: Engine, server: FeedServer, config_dir: Path
 ) -> None:
-    from monitor.ingest import poll as poll_module
+    from monitor.ingest import workers
 
     long = [dataclasses.replace(it, text=it.text + " Подробности. " * 120) for it in dated(40, prefix="Long")]
     body = rss(long, language="ru")
@@ -320,7 +320,29 @@ def test_documents_are_parsed_in_worker_processes_with_the_same_result(
         texts = [i.text for i in s.exec(select(Item))]
     assert all("Подробности." in t for t in texts)
     if (os.cpu_count() or 1) > 1:
-        assert poll_module._POOL is not None  # the documents really went to the worker processes
+        assert workers.worker_pids()  # the documents really went to the worker processes
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="worker processes start on two cores or more")
+def test_languages_are_detected_in_the_language_worker_not_in_this_process(
+    engine: Engine, server: FeedServer, config_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from monitor.ingest import language
+
+    def no_detector() -> None:
+        raise AssertionError("the language detector was used in the polling process")
+
+    monkeypatch.setattr(language, "_detector", no_detector)
+    items = [
+        It("Алматыда белсенді ұсталды", "Полиция белсендіні әкімдік ғимаратының алдында ұстады."),
+        It("Журналиста задержали в Алматы", "Полиция задержала журналиста у здания акимата."),
+    ]
+    server.add("/mixed.xml", body=rss(items, language="ru"))  # the feed declares Russian for both
+    report = poll(engine, make_config(config_dir, [("mixed", server.url("/mixed.xml"))]))
+    assert by_feed(report)["mixed"].new == 2  # type: ignore[attr-defined]
+    with Session(engine) as s:
+        got = {i.title: i.language for i in s.exec(select(Item))}
+    assert got == {"Алматыда белсенді ұсталды": "kk", "Журналиста задержали в Алматы": "ru"}
 
 
 @pytest.mark.parametrize(("window", "incidents"), [("72h", 1), ("2h", 2)])
@@ -375,11 +397,11 @@ import sys
 import time
 
 os.environ["MONITOR_PARSE_WORKERS"] = "2"
-from monitor.ingest import poll
+from monitor.ingest import workers
 
 if __name__ == "__main__":
-    poll.warm_parse_pool()
-    print(" ".join(str(pid) for pid in poll._POOL._processes), flush=True)
+    workers.warm_workers()
+    print(" ".join(str(pid) for pid in workers.worker_pids()), flush=True)
     time.sleep(120)
 """
 
@@ -393,7 +415,7 @@ def _alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
-def test_parse_workers_end_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
+def test_workers_end_when_the_process_that_started_them_is_killed(tmp_path: Path) -> None:
     import subprocess
     import sys
     import time
@@ -404,7 +426,7 @@ def test_parse_workers_end_when_the_process_that_started_them_is_killed(tmp_path
     try:
         assert proc.stdout is not None
         workers = [int(p) for p in proc.stdout.readline().split()]
-        assert len(workers) == 2 and all(_alive(p) for p in workers)
+        assert len(workers) == 3 and all(_alive(p) for p in workers)  # two parsers, one language worker
     finally:
         proc.kill()  # SIGKILL: no atexit, no pool shutdown
         proc.wait()

@@ -362,11 +362,11 @@ class ArticleEnricher:
         self.pending: dict[tuple[str, str], Pending] = {}
         self._options = {f.id: f for f in config.feeds}
         self._fetcher_factory = fetcher_factory
-        # Load the language models now (seconds, once per process), before the poll claims any feed: loading
+        # Start the language worker (its models load in seconds, once) before the poll claims any feed: loading
         # them later would hold up the event loop, and with it the renewal of the feeds' leases.
-        from monitor.ingest.language import warm_up
+        from monitor.ingest.workers import warm_workers
 
-        warm_up()
+        warm_workers()
 
     def options(self, feed_id: str) -> tuple[FullText, bool]:
         f = self._options.get(feed_id)
@@ -382,7 +382,7 @@ class ArticleEnricher:
         return Fetcher(fetch_limits(self.config))
 
     async def __call__(self, feed: object, entries: Sequence[Any]) -> Sequence[Any]:
-        from monitor.ingest.language import decide_languages
+        from monitor.ingest.workers import decide_languages_off_loop
 
         feed_id = str(getattr(feed, "id", ""))
         declared = getattr(feed, "language", None)
@@ -409,30 +409,24 @@ class ArticleEnricher:
                     )
                 articles[e.key] = res
 
-        def decide_all() -> list[Any]:
-            out = []
-            arts = [articles.get(e.key) for e in entries]
-            texts = [
-                a.text if a is not None and a.ok and a.text else e.text
-                for e, a in zip(entries, arts, strict=True)
-            ]
-            # One call for the feed's entries: detected together, on every core (monitor.ingest.language).
-            decisions = decide_languages(
-                [(e.title, t, declared or e.language) for e, t in zip(entries, texts, strict=True)]
+        arts = [articles.get(e.key) for e in entries]
+        texts = [
+            a.text if a is not None and a.ok and a.text else e.text
+            for e, a in zip(entries, arts, strict=True)
+        ]
+        # Detection is CPU work (about 0.4 ms an entry, a few ms for an article): the feed's entries go together to
+        # the language worker (monitor.ingest.workers), so fetches, lease renewals and the store thread go on.
+        decisions = await decide_languages_off_loop(
+            [(e.title, t, declared or e.language) for e, t in zip(entries, texts, strict=True)]
+        )
+        out = []
+        for e, art, text, decision in zip(entries, arts, texts, decisions, strict=True):
+            if e.key in articles or decision.language != e.language:
+                self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
+            out.append(
+                replace(e, text=text, language=decision.language or e.language, rule_languages=decision.rules)
             )
-            for e, art, text, decision in zip(entries, arts, texts, decisions, strict=True):
-                if e.key in articles or decision.language != e.language:
-                    self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
-                out.append(
-                    replace(
-                        e, text=text, language=decision.language or e.language, rule_languages=decision.rules
-                    )
-                )
-            return out
-
-        # Detection is CPU work (about 0.4 ms an entry, a few ms for an article): off the event loop, so fetches
-        # and lease renewals go on; lingua releases the GIL while it works, so the store thread does too.
-        return await asyncio.to_thread(decide_all)
+        return out
 
     def record_stage(self, session: Any, batch: Any) -> None:
         """The after-store stage that writes the article records of the items just stored (same transaction)."""

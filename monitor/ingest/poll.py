@@ -15,14 +15,11 @@ are written (grouping is the last of the default ones), so items and what is der
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,10 +29,10 @@ from sqlmodel import Session, col, select
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
-from monitor.ingest import decide, policy
+from monitor.ingest import decide, policy, workers
 from monitor.ingest.classify import ClassifierLike, classify_entries
 from monitor.ingest.decide import FeedIntent
-from monitor.ingest.parse import Entry, ParseOutcome, parse_job, worker_init
+from monitor.ingest.parse import Entry, ParseOutcome
 from monitor.store.engine import write_scope
 from monitor.store.feeds import claim_feeds, sync_feeds
 from monitor.store.items import load_known, write_entries
@@ -55,7 +52,6 @@ __all__ = [
     "claim_feeds",
     "group_stage",
     "poll_once",
-    "warm_parse_pool",
 ]
 
 
@@ -149,61 +145,6 @@ _STATE_UPDATE = (
     .where(_FEED.c.id == bindparam("_id"))
     .values({name: bindparam(f"v_{name}") for name in STATE_COLUMNS if name != "id"})
 )
-
-_POOL: ProcessPoolExecutor | None = None
-
-
-def _workers() -> int:
-    """How many parse workers to start; 0: parse in this process (one core, or MONITOR_PARSE_WORKERS=0)."""
-    wanted = os.environ.get("MONITOR_PARSE_WORKERS")
-    if wanted and wanted.isdigit():
-        return int(wanted)
-    cores = min(4, os.cpu_count() or 1)
-    return cores if cores >= 2 else 0
-
-
-def _parse_pool() -> ProcessPoolExecutor | None:
-    """Worker processes for parsing, shared by every cycle of this process; None on one core or when
-    MONITOR_PARSE_WORKERS=0. forkserver, because forking a process with threads (ours, the DB pool's)
-    can copy a held lock into the child."""
-    global _POOL
-    workers = _workers()
-    if workers < 1:
-        return None
-    if _POOL is None:
-        ctx = multiprocessing.get_context("forkserver")
-        _POOL = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=worker_init, initargs=(os.getpid(),)
-        )
-        atexit.register(_reset_parse_pool)
-    return _POOL
-
-
-def warm_parse_pool() -> None:
-    """Start the parse workers now: a service does this before it claims feeds, so that no feed's lease runs
-    out while the first poll waits for worker processes to start and import the parser. The language
-    detector's models load here too, for the same reason (monitor.ingest.language)."""
-    from monitor.ingest.language import warm_up
-
-    warm_up()
-    pool = _parse_pool()
-    if pool is None:
-        return
-    now = utcnow()
-    # As many jobs at once as there are workers: the pool starts one process for each.
-    jobs = [
-        pool.submit(parse_job, b"", "http://warm-up.invalid/", {}, now, None, 1) for _ in range(_workers())
-    ]
-    for job in jobs:
-        job.result(timeout=120)
-
-
-def _reset_parse_pool() -> None:
-    global _POOL
-    pool, _POOL = _POOL, None
-    if pool is not None:
-        pool.shutdown(wait=False, cancel_futures=True)
-
 
 # --- seams ------------------------------------------------------------------------------------------------
 
@@ -439,8 +380,8 @@ class Poller:
 
     async def _parse(self, feed: Feed, fetched: FetchResult, now: datetime) -> ParseOutcome:
         """The parse stage: in a worker process when the machine has more than one core."""
-        loop = asyncio.get_running_loop()
-        args = (
+        return await workers.parse_off_loop(
+            self._writer,
             fetched.body or b"",
             fetched.final_url or fetched.url,
             dict(fetched.headers),
@@ -448,15 +389,6 @@ class Poller:
             feed.language,
             self.polling.max_entries_per_feed,
         )
-        # Even a small document goes to a worker: for ten entries, shipping it there and back costs this
-        # process about 0.2 ms of CPU where parsing costs 7 ms, and this process's Python runs on one core.
-        pool = _parse_pool()
-        if pool is not None:
-            try:
-                return await loop.run_in_executor(pool, parse_job, *args)
-            except BrokenProcessPool:  # a worker died (OOM killer...): parse here and start afresh next time
-                _reset_parse_pool()
-        return await loop.run_in_executor(self._writer, parse_job, *args)
 
     async def _enrich(self, feed: Feed, intent: FeedIntent) -> FeedIntent:
         """The enrichment seam: only entries this feed has not stored yet are handed over."""

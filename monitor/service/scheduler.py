@@ -39,7 +39,7 @@ from sqlmodel import col, select
 from monitor import __version__
 from monitor.config.load import Config, collect, load_config
 from monitor.errors import ConfigError
-from monitor.ingest.poll import warm_parse_pool
+from monitor.ingest.workers import warm_workers
 from monitor.service import jobs, signals
 from monitor.service.config_watch import ConfigWatcher
 from monitor.service.http import HttpServer, Response, json_response
@@ -115,7 +115,7 @@ class Service:
 
     async def start(self) -> None:
         await asyncio.to_thread(self._sync_feeds)
-        await asyncio.to_thread(warm_parse_pool)
+        await asyncio.to_thread(warm_workers)
         if self.opts.port is not None:
             self.http = HttpServer(
                 health=self.health,
