@@ -623,3 +623,60 @@ def test_cli_db_reindex_rebuilds_a_lost_index(db_url: str, config_dir: Path) -> 
     assert json.loads(r.stdout)["indexed"] == len(DOCS)
     assert found(eng, "задержать") == {"ru_detained", "ru_charged"}
     eng.dispose()
+
+
+def test_a_document_made_ahead_is_used_only_when_it_fits_what_is_stored(engine: Engine) -> None:
+    from monitor.search.index import prepare
+
+    with session_scope(engine) as s:
+        s.add(
+            Feed(id="ahead", url="https://ahead.example.org/rss", config_url="https://ahead.example.org/rss")
+        )
+        s.flush()
+        fits = entry("fits", "ru", "Суд оштрафовал журналиста", "Журналиста оштрафовали за публикацию.", T0)
+        stale = entry("stale", "ru", "Завод выпускает прокат", "Производство стали выросло.", T0)
+        fits = dataclasses.replace(fits, prepared=prepare(fits.title, fits.text, fits.language))
+        # made from another text (as if the text changed after the worker made it): must not be used
+        stale = dataclasses.replace(
+            stale, prepared=prepare(stale.title, "Полиция задержала активистов.", "ru")
+        )
+        store_entries(s, "ahead", [fits, stale], now=T0)
+    assert found(engine, "оштрафовать") == {"fits"}
+    assert found(engine, "сталь") == {"stale"}  # indexed from what was stored
+    assert found(engine, "задержать") == set()
+
+
+def test_a_polled_item_is_indexed_as_a_rebuild_indexes_it(engine: Engine, config_dir: Path) -> None:
+    from tests.support.builders import It, rss
+
+    def index_rows() -> list[tuple[object, ...]]:
+        with session_scope(engine) as s:
+            if engine.dialect.name == "sqlite":
+                q = f"SELECT rowid, s, l, k FROM {FTS_TABLE} ORDER BY rowid"
+                if not s.execute(text(f"SELECT s FROM {FTS_TABLE} LIMIT 1")).scalar():
+                    pytest.skip("a contentless index does not return its columns")
+            else:
+                q = f"SELECT item_id, doc::text, head::text FROM {PG_TABLE} ORDER BY item_id"
+            return [tuple(r) for r in s.execute(text(q)).all()]
+
+    items = [
+        It("Алматыда белсенді қамалды", "Полиция бейбіт жиынға келгендерді ұстады, белсендіні қамауға алды."),
+        It("Суд оштрафовал журналиста", "Журналиста оштрафовали за публикацию о задержании активистов."),
+    ]
+    with FeedServer() as server:
+        server.add("/ru.xml", body=rss(items, language="ru"))  # the Kazakh item is indexed as Kazakh
+        base = load_config(config_dir)
+        http = base.settings.http.model_copy(update={"allow_private_networks": True})
+        cfg = dataclasses.replace(
+            base,
+            settings=base.settings.model_copy(update={"http": http}),
+            feeds=(FeedConfig(id="ru", url=server.url("/ru.xml"), language="ru"),),
+        )
+        asyncio.run(poll_once(engine, cfg, None, ignore_schedule=True))  # type: ignore[arg-type]
+    hits = search(engine, "қамау").hits
+    assert [(h.title, h.language) for h in hits] == [("Алматыда белсенді қамалды", "kk")]
+    polled = index_rows()
+    assert len(polled) == 2
+    with session_scope(engine) as s:
+        rebuild_index(s)
+    assert index_rows() == polled

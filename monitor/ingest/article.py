@@ -382,7 +382,8 @@ class ArticleEnricher:
         return Fetcher(fetch_limits(self.config))
 
     async def __call__(self, feed: object, entries: Sequence[Any]) -> Sequence[Any]:
-        from monitor.ingest.workers import decide_languages_off_loop
+        from monitor.ingest.workers import decide_and_prepare_off_loop
+        from monitor.search.index import Prepared
 
         feed_id = str(getattr(feed, "id", ""))
         declared = getattr(feed, "language", None)
@@ -414,17 +415,25 @@ class ArticleEnricher:
             a.text if a is not None and a.ok and a.text else e.text
             for e, a in zip(entries, arts, strict=True)
         ]
-        # Detection is CPU work (about 0.4 ms an entry, a few ms for an article): the feed's entries go together to
-        # the language worker (monitor.ingest.workers), so fetches, lease renewals and the store thread go on.
-        decisions = await decide_languages_off_loop(
-            [(e.title, t, declared or e.language) for e, t in zip(entries, texts, strict=True)]
+        # Detection is CPU work (about 0.4 ms an entry, a few ms for an article), and so is the search index's
+        # document: the feed's entries go together to the language worker (monitor.ingest.workers), so fetches,
+        # lease renewals and the store thread go on.
+        done = await decide_and_prepare_off_loop(
+            [(e.title, t, declared or e.language, e.language) for e, t in zip(entries, texts, strict=True)]
         )
         out = []
-        for e, art, text, decision in zip(entries, arts, texts, decisions, strict=True):
-            if e.key in articles or decision.language != e.language:
+        for e, art, text, (decision, doc) in zip(entries, arts, texts, done, strict=True):
+            if art is not None:  # its record is written once the item has an id (record_stage)
                 self.pending[(feed_id, e.key)] = Pending(e.text, art, decision.to_json(), archive)
+            language = decision.language or e.language
             out.append(
-                replace(e, text=text, language=decision.language or e.language, rule_languages=decision.rules)
+                replace(
+                    e,
+                    text=text,
+                    language=language,
+                    rule_languages=decision.rules,
+                    prepared=Prepared(e.title, text, language, doc),
+                )
             )
         return out
 

@@ -23,12 +23,15 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from html import escape
 from html.parser import HTMLParser
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin
 
 import feedparser
 
 from monitor.errors import ParseError
+
+if TYPE_CHECKING:
+    from monitor.search.index import Prepared
 from monitor.ingest.urls import canonical_url
 from monitor.sanitize import html_to_text, normalize_text, sanitize_html_and_text, strip_control
 
@@ -60,6 +63,9 @@ class Entry:
     # the languages whose rules classify the entry, from the language decision (monitor.ingest.language): two
     # for a mixed item; empty until decided, and then `language`'s rules run
     rule_languages: tuple[str, ...] = ()
+    # the search index's document, made with the language decision; used only if it still fits the title,
+    # text and language stored (monitor.search.index.Prepared.fits)
+    prepared: Prepared | None = None
 
 
 @dataclass(frozen=True)

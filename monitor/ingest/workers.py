@@ -4,7 +4,8 @@ This process's Python runs on one core, and the poll's store thread, its event l
 share it. Parsing (feedparser, sanitising) and language detection are CPU work on plain values, so they run in
 worker processes: parsing in a pool of up to four, detection in one process of its own. lingua holds the GIL
 while it works and its models take about 260 MB, so one process holds them (not every parse worker) and this
-one never loads them during a poll.
+one never loads them during a poll. That process also makes each new item's search-index document (the
+morphology's work), since it knows the language the item will be stored in.
 
 On one core, or with MONITOR_PARSE_WORKERS=0, there are no workers: the same functions run on a thread here.
 """
@@ -22,9 +23,17 @@ from typing import Any
 
 from monitor.ingest.language import LanguageDecision, decide_languages, warm_up
 from monitor.ingest.parse import ParseOutcome, parse_job, worker_init
+from monitor.search.text import Document, document
 from monitor.store.types import utcnow
 
-__all__ = ["decide_languages_off_loop", "parse_off_loop", "reset_workers", "warm_workers", "worker_count"]
+__all__ = [
+    "decide_and_prepare",
+    "decide_and_prepare_off_loop",
+    "parse_off_loop",
+    "reset_workers",
+    "warm_workers",
+    "worker_count",
+]
 
 _PARSE: ProcessPoolExecutor | None = None
 _LANGUAGE: ProcessPoolExecutor | None = None
@@ -52,6 +61,20 @@ def _start(workers: int, initializer: Any) -> ProcessPoolExecutor:
 def _language_worker_init(pid: int) -> None:
     worker_init(pid)
     warm_up()
+    document("проверка", "перевірка", "uk")  # load the morphology dictionaries now too
+    document("проверка", "", "ru")
+
+
+def decide_and_prepare(
+    items: Sequence[tuple[str, str, str | None, str | None]],
+) -> list[tuple[LanguageDecision, Document]]:
+    """For each (title, text, declared language, language otherwise): the language decision, and the search
+    index's document of title and text in the language that will be stored (the decided one, else the last)."""
+    decisions = decide_languages([(title, text, declared) for title, text, declared, _ in items])
+    return [
+        (decision, document(title, text, decision.language or otherwise))
+        for decision, (title, text, _, otherwise) in zip(decisions, items, strict=True)
+    ]
 
 
 def _parse_pool() -> ProcessPoolExecutor | None:
@@ -86,7 +109,7 @@ def warm_workers() -> None:
         parse.submit(parse_job, b"", "http://warm-up.invalid/", {}, now, None, 1)
         for _ in range(worker_count())
     ]
-    jobs.append(language.submit(decide_languages, []))
+    jobs.append(language.submit(decide_and_prepare, []))
     for job in jobs:
         job.result(timeout=120)
 
@@ -122,7 +145,11 @@ async def parse_off_loop(fallback: Executor, *args: Any) -> ParseOutcome:
     return result
 
 
-async def decide_languages_off_loop(items: Sequence[tuple[str, str, str | None]]) -> list[LanguageDecision]:
-    """`decide_languages(items)` in the language worker, or on a thread here without workers."""
-    result: list[LanguageDecision] = await _off_loop(_language_pool(), None, decide_languages, list(items))
+async def decide_and_prepare_off_loop(
+    items: Sequence[tuple[str, str, str | None, str | None]],
+) -> list[tuple[LanguageDecision, Document]]:
+    """`decide_and_prepare(items)` in the language worker, or on a thread here without workers."""
+    result: list[tuple[LanguageDecision, Document]] = await _off_loop(
+        _language_pool(), None, decide_and_prepare, list(items)
+    )
     return result

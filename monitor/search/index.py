@@ -7,7 +7,8 @@ are committed together or not at all. `rebuild_index` fills the index for an exi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, select, text
@@ -22,7 +23,7 @@ from monitor.search.backends import (
     fts5_row,
     tsvector_literals,
 )
-from monitor.search.text import document
+from monitor.search.text import Document, document
 from monitor.store.models import Item
 
 Db = Session | Connection
@@ -78,10 +79,14 @@ def drop_index_tables(conn: Connection) -> None:
 
 def _write(db: Db, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
     """Replace the index entries of these (id, title, text, language) rows."""
-    if not rows:
+    _write_documents(db, [(r[0], document(r[1], r[2], r[3])) for r in rows])
+
+
+def _write_documents(db: Db, docs: Sequence[tuple[int, Document]]) -> None:
+    """Replace the index entries of these items with these documents."""
+    if not docs:
         return
-    ids = [r[0] for r in rows]
-    docs = [(r[0], document(r[1], r[2], r[3])) for r in rows]
+    ids = [item_id for item_id, _ in docs]
     if dialect_name(db) == "sqlite":
         db.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(str(int(i)) for i in ids)})"))
         params: list[dict[str, Any]] = []
@@ -104,14 +109,40 @@ def _write(db: Db, rows: Sequence[tuple[int, str, str, str | None]]) -> None:
         )
 
 
-def index_items(db: Db, item_ids: Iterable[int | None]) -> int:
-    """(Re)index these stored items from their current title and text; returns how many were indexed."""
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An index document made ahead of the store (in the poll's language worker), with what it was made from:
+    it stands for the stored item only if the item is stored with exactly this title, text and language."""
+
+    title: str
+    text: str
+    language: str | None
+    document: Document
+
+    def fits(self, title: str, text: str, language: str | None) -> bool:
+        return self.language == language and self.title == title and self.text == text
+
+
+def prepare(title: str, text: str, language: str | None) -> Prepared:
+    return Prepared(title, text, language, document(title, text, language))
+
+
+def index_items(
+    db: Db, item_ids: Iterable[int | None], documents: Mapping[int, Document] | None = None
+) -> int:
+    """(Re)index these stored items from their current title and text; returns how many were indexed.
+    `documents` has the documents already made for some of them, from the values just written."""
     ids = sorted({i for i in item_ids if i is not None})
     if not ids:
         return 0
-    if isinstance(db, Session):
+    made = documents or {}
+    ready = [(i, made[i]) for i in ids if i in made]
+    ids = [i for i in ids if i not in made]
+    for start in range(0, len(ready), _CHUNK):
+        _write_documents(db, ready[start : start + _CHUNK])
+    done = len(ready)
+    if ids and isinstance(db, Session):
         db.flush()  # items changed through the ORM must be read back as changed
-    done = 0
     for start in range(0, len(ids), _CHUNK):
         chunk = ids[start : start + _CHUNK]
         rows = db.execute(

@@ -57,11 +57,11 @@ def record_articles(
         p = pending.pop((feed_id, key), None)
         if p is None:
             continue
+        if p.article is None:
+            continue  # only the language changed, and that is on the item
         item = session.get(Item, item_id)
         if item is None:
             continue
-        if p.article is None:
-            continue  # only the language changed, and that is on the item
         art = p.article
         row = session.get(ItemArticle, item_id) or ItemArticle(item_id=item_id, url=art.url)
         row.teaser, row.language = p.teaser, dict(p.language)

@@ -267,7 +267,14 @@ def write_entries(
     if sources:
         session.execute(_SOURCE.insert(), sources)
     # Search index entries are written in this same transaction, so an item is findable once it is stored.
-    index_items(session, stats.new_item_ids + stats.changed_item_ids)
+    # Documents made ahead (the poll's language worker) are used when they fit what was written.
+    made = {}
+    for n, item_id in zip(plan.new, new_ids, strict=True):
+        e = n.entry
+        prepared = getattr(e, "prepared", None)
+        if prepared is not None and prepared.fits(e.title, e.text, e.language):
+            made[item_id] = prepared.document
+    index_items(session, stats.new_item_ids + stats.changed_item_ids, made)
     return stats
 
 
