@@ -110,17 +110,30 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# The filters below run several times for every report and list row of a site build: isoformat() gives the same
+# text as strftime() at a fraction of its cost, for years of four digits (strftime writes year 999 as "999").
+
+
 def _date(value: datetime | None) -> str:
-    return _as_utc(value).strftime("%Y-%m-%d") if value else ""
+    if not value:
+        return ""
+    v = _as_utc(value)
+    return v.date().isoformat() if v.year >= 1000 else v.strftime("%Y-%m-%d")
 
 
 def _datetime(value: datetime | None) -> str:
-    return _as_utc(value).strftime("%Y-%m-%d %H:%M UTC") if value else ""
+    if not value:
+        return ""
+    v = _as_utc(value)
+    return v.isoformat(" ", "minutes")[:16] + " UTC" if v.year >= 1000 else v.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _isodate(value: datetime | None) -> str:
     """RFC 3339 in UTC, as Atom and <time datetime> want it."""
-    return _as_utc(value).strftime("%Y-%m-%dT%H:%M:%SZ") if value else ""
+    if not value:
+        return ""
+    v = _as_utc(value)
+    return v.isoformat("T", "seconds")[:19] + "Z" if v.year >= 1000 else v.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _safe_html(value: str | None, base_url: str | None = None) -> Markup:
