@@ -52,6 +52,7 @@ _LANG = re.compile(r"^[A-Za-z]{2,3}(?:-[A-Za-z0-9]{1,8})*$")
 SOURCES_IN_SUMMARY = 3  # sources named in the Atom entry of an incident; its page has them all
 EXCERPT_CHARS = 400
 _STREAM_PIECES = 256
+_WHOLE_PAGE_REPORTS = 50  # an incident page of at most this many reports is rendered whole (~250 KB at most)
 # Columns nothing on the site shows (an incident's grouping signature: its members' names, stems and places, the
 # largest thing it stores), deferred: read only if a user's template asks for it.
 _NOT_SHOWN_INCIDENT = [defer(getattr(Incident, name)) for name in ("signature",)]
@@ -108,6 +109,25 @@ def _atomic(path: Path) -> Iterator[IO[str]]:
         raise
 
 
+def _write_whole(path: Path, data: bytes) -> None:
+    """`data` into `path` as `_atomic` writes it (a temporary name renamed, mode 0644), in one write call: a page
+    through a text file object cost a buffer, an encoder and a write per 8 KiB, and the system calls add up over
+    thousands of pages. The folder must exist."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a web server usually runs as another user
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def _utc(d: datetime) -> datetime:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d.astimezone(UTC)
 
@@ -118,15 +138,25 @@ class _Builder:
     out: Path
     common: dict[str, Any]
     report: SiteReport
+    folders: set[Path] = field(default_factory=set)  # made during this build
 
-    def page(self, rel: str, template: str, **ctx: Any) -> None:
+    def page(self, rel: str, template: str, *, small: bool = False, **ctx: Any) -> None:
+        """`small`: the page is rendered whole and written at once (an incident page of a few reports); else it is
+        streamed, so a category page with thousands of rows is never one string in memory."""
         depth = rel.count("/")
-        stream = self.env.get_template(template).stream(**self.common, root="../" * depth, **ctx)
-        # Streamed, so a category page with thousands of rows is never one string in memory; buffered, so the
-        # file gets one write per _STREAM_PIECES pieces of template output instead of one per piece.
-        stream.enable_buffering(_STREAM_PIECES)
-        with _atomic(self.out / rel) as fh:
-            fh.writelines(stream)
+        t = self.env.get_template(template)
+        path = self.out / rel
+        if path.parent not in self.folders:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self.folders.add(path.parent)
+        if small:
+            _write_whole(path, t.render(**self.common, root="../" * depth, **ctx).encode("utf-8"))
+        else:
+            stream = t.stream(**self.common, root="../" * depth, **ctx)
+            # Buffered, so the file gets one write per _STREAM_PIECES pieces of template output, not one per piece.
+            stream.enable_buffering(_STREAM_PIECES)
+            with _atomic(path) as fh:
+                fh.writelines(stream)
         self.report.pages += 1
 
     def static(self, name: str) -> None:
@@ -308,7 +338,13 @@ def build_site(
             for incs in _incident_batches(s, batch):
                 for inc, items_view, members, sources, exported in _load_batch(s, incs, feeds, titles):
                     assert inc.id is not None
-                    b.page(render.incident_page(inc.id), "site/incident.html", inc=inc, items=items_view)
+                    b.page(
+                        render.incident_page(inc.id),
+                        "site/incident.html",
+                        small=len(items_view) <= _WHOLE_PAGE_REPORTS,
+                        inc=inc,
+                        items=items_view,
+                    )
                     # One record for both files: it names the incident's places and actors, read from every
                     # report's lead, the costliest thing an export does.
                     record = exports.record(inc, members)
