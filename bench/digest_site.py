@@ -3,8 +3,9 @@
     .venv/bin/python bench/digest_site.py [--items 20000] [--incidents 5000] [--db URL] [--out DIR]
 
 The database is filled with generated data (seeded): incidents of 1-8 reports in English, Russian or Kazakh, each
-item ~1.5 KB of text with HTML, rule matches with snippets, one or two sources; incidents carry grouping
-signatures and explanations as `group_items` writes them. Then, in the same run:
+item ~1.5 KB of text with HTML (paragraphs, stored through the sanitiser as ingestion stores an HTML body), rule
+matches with snippets, one or two sources; incidents carry grouping signatures and explanations, and items the
+`display` record (actors, HTML already sanitised), as `group_items` writes them. Then, in the same run:
 
 - baseline: load every row the site reads (items with their sources, incidents, feeds), in batches, touching
   each object, and nothing else;
@@ -48,7 +49,9 @@ from sqlmodel import col, select  # noqa: E402
 from monitor.config.load import Config, load_config, packaged_dir  # noqa: E402
 from monitor.deliver.site import build_site  # noqa: E402
 from monitor.incidents import incident_severity  # noqa: E402
+from monitor.incidents.display import display_record  # noqa: E402
 from monitor.incidents.features import extract  # noqa: E402
+from monitor.sanitize import sanitize_html  # noqa: E402
 from monitor.store import ensure_schema, make_engine  # noqa: E402
 from monitor.store.engine import session_scope  # noqa: E402
 from monitor.store.models import Feed, Incident, Item, ItemSource  # noqa: E402
@@ -181,6 +184,9 @@ def fill(engine: Engine, n_items: int, n_incidents: int, seed: int = 7) -> None:
             }
             feed = feeds[item_id % len(feeds)]
             url = f"https://{feed}.example.org/news/{item_id}"
+            # The HTML as ingestion stores an HTML body (through the sanitiser), and what grouping works out for
+            # the site when it puts the report in an incident.
+            html = sanitize_html("<p>" + text.replace(". ", ".</p><p>") + "</p>", url)
             batch_items.append(
                 {
                     "id": item_id,
@@ -188,7 +194,7 @@ def fill(engine: Engine, n_items: int, n_incidents: int, seed: int = 7) -> None:
                     "url": url,
                     "title": title,
                     "text": text,
-                    "html": "<p>" + text.replace(". ", ".</p><p>") + "</p>",
+                    "html": html,
                     "language": lang,
                     "published": published,
                     "published_estimated": False,
@@ -200,6 +206,7 @@ def fill(engine: Engine, n_items: int, n_incidents: int, seed: int = 7) -> None:
                     "matches": matches,
                     "incident_id": inc_id,
                     "pruned": False,
+                    "display": display_record(url, title, text, html),
                 }
             )
             for j in range(rng.choice([1, 1, 2])):

@@ -542,3 +542,77 @@ def test_delivered_digests_are_copied_into_the_archive(engine: Engine, tmp_path:
     assert sorted(p.name for p in (out / "digests").iterdir()) == ["daily-2026-11-20-0900.html"]
     assert (out / "digests" / "daily-2026-11-20-0900.html").read_text() == "<p>digest delivered</p>"
     assert "digests/daily-2026-11-20-0900.html" in (out / "digests.html").read_text()
+
+
+# --- what grouping works out once for the site (monitor.incidents.display) -------------------------------------
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_grouping_records_what_the_site_shows_and_the_site_is_the_same_without_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from monitor.incidents.display import fresh_display
+    from monitor.store.models import Item
+
+    b = build(engine, tmp_path / "with")
+    with session_scope(engine) as s:
+        items = {i.id: i for i in s.exec(select(Item))}
+        for item_id in b.incidents:
+            it = items[item_id]
+            known = fresh_display(it.display, it.url, it.title, it.text, it.html)
+            assert known is not None and known.actors is not None, item_id
+        # the hostile report's HTML is not what the sanitiser makes of it, so its page sanitises it
+        hostile = items[b.ids[-1]]
+        known = fresh_display(hostile.display, hostile.url, hostile.title, hostile.text, hostile.html)
+        assert known is not None and not known.html_clean
+        s.execute(update(Item).values(display=None))
+    build_site(engine, tmp_path / "without", now=NOW)
+    assert _tree(tmp_path / "with") == _tree(tmp_path / "without")
+
+
+def test_a_record_worked_out_from_other_text_is_not_used(engine: Engine, tmp_path: Path) -> None:
+    """An item edited after grouping (an updated entry, a hand-edited row): its record is stale, and the site
+    sanitises the HTML and reads the names afresh."""
+    from monitor.incidents.display import display_record, fresh_display
+    from monitor.sanitize import sanitize_html
+    from monitor.store.models import Item
+
+    b = build(engine, tmp_path / "site")
+    item_id = b.ids[0]
+    with session_scope(engine) as s:
+        it = s.get(Item, item_id)
+        assert it is not None
+        it.html = sanitize_html("<p>Clean text.</p>", it.url)
+        it.display = display_record(it.url, it.title, it.text, it.html)  # says: this HTML needs no cleaning
+        assert it.display is not None and it.display["html"] is True
+        it.html += '<script>document.title="PWNED-stale"</script><img src=x onerror=alert(1)>'
+        it.title = "Police detained the activist Aigul Utepova after their rally in the city today"
+        assert fresh_display(it.display, it.url, it.title, it.text, it.html) is None
+        s.add(it)
+    build_site(engine, tmp_path / "site", now=NOW)
+    page = (tmp_path / "site" / "incident" / f"{b.incidents[item_id]}.html").read_text(encoding="utf-8")
+    assert "PWNED-stale" not in page and "onerror" not in page and "<p>Clean text.\n</p>" in page
+    with (tmp_path / "site" / "incidents.json").open(encoding="utf-8") as fh:
+        record = next(r for r in json.load(fh) if r["id"] == b.incidents[item_id])
+    assert "Aigul Utepova" in record["actors"]
+
+
+def test_the_display_record_marks_html_clean_only_when_the_sanitiser_keeps_it() -> None:
+    from monitor.incidents.display import display_record
+    from monitor.sanitize import sanitize_html
+
+    url = "https://feed-en.example.org/news/1"
+    raw = '<p>Text <a href="/rel">link</a></p><script>x</script>'
+    rec = display_record(url, "Title", "Text", raw)
+    assert rec is not None and rec["html"] is False
+    cleaned = sanitize_html(raw, url)
+    rec = display_record(url, "Title", "Text", cleaned)
+    assert rec is not None and rec["html"] is True
+    # the check is made with the link as base URL: relative links resolve against it
+    assert display_record(None, "Title", "Text", sanitize_html('<a href="/rel">x</a>', url)) is not None

@@ -20,6 +20,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from monitor.deliver.render import CATEGORY_TITLES, COUNTRY_NAMES
+from monitor.incidents.display import LEAD_CHARS
 from monitor.incidents.features import CountryLevel, name_key, persons, place_keys, shipped_country_level
 from monitor.store.models import Feed, Incident, Item, ItemSource
 from monitor.store.queries import item_json
@@ -80,7 +81,6 @@ INCIDENT_FIELDS = [
     "items",  # item ids, in publication order (items.csv)
 ]
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-LEAD_CHARS = 600  # of a report's text read for names: the lead is where a report says who
 
 
 def _iso(d: datetime) -> str:
@@ -96,12 +96,19 @@ class Member:
     lead: str = ""
     places: Sequence[Any] = ()  # Item.places
     outlets: Sequence[str] = ()  # titles of the feeds that carried it
+    # persons(title, lead) when already known (monitor.incidents.display), else None: worked out from the text
+    actors: Mapping[str, str] | None = None
 
     @classmethod
-    def of(cls, item: Item, outlets: Sequence[str]) -> Member:
+    def of(cls, item: Item, outlets: Sequence[str], actors: Mapping[str, str] | None = None) -> Member:
         assert item.id is not None
         return cls(
-            item.id, item.title or "", (item.text or "")[:LEAD_CHARS], list(item.places or []), outlets
+            item.id,
+            item.title or "",
+            (item.text or "")[:LEAD_CHARS],
+            list(item.places or []),
+            outlets,
+            actors,
         )
 
 
@@ -140,7 +147,7 @@ def _places_and_actors(members: Sequence[Member], country_level: CountryLevel) -
         )
         if not (m.title or m.lead):
             continue
-        for key, written in persons(m.title, m.lead).items():
+        for key, written in (m.actors if m.actors is not None else persons(m.title, m.lead)).items():
             # "Nur-Sultan" reads as two capitalised words; a pair of a place's words is not a person
             if set(key.split("+")) <= place_words:
                 continue

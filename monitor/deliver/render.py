@@ -12,13 +12,12 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import jinja2
 from markupsafe import Markup
 
 from monitor.config.load import packaged_dir
-from monitor.sanitize import sanitize_html
+from monitor.sanitize import SanitizedHtml, safe_url, sanitize_html
 
 __all__ = [
     "CATEGORY_TITLES",
@@ -64,9 +63,7 @@ COUNTRY_NAMES: dict[str, str] = {
     "MN": "Mongolia",
     "CN": "China",
 }
-_LINK_SCHEMES = frozenset({"http", "https"})
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
-_URL_BAD_CHARS = re.compile(r"[\x00-\x20\x7f]")
 
 
 def slug(value: object) -> str:
@@ -87,23 +84,6 @@ def category_page(category_id: str) -> str:
 def month_page(month: str) -> str:
     """The site's list of the incidents first reported in `month` (YYYY-MM, UTC)."""
     return f"archive/{month}.html"
-
-
-def safe_url(url: object) -> str | None:
-    """An absolute http(s) URL, or None: feed-supplied links never become javascript:, data: or relative links."""
-    if not isinstance(url, str):
-        return None
-    url = url.strip()
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return None
-    if parts.scheme.lower() not in _LINK_SCHEMES or not parts.netloc:
-        return None
-    # Control characters and whitespace inside a URL are how some filter bypasses start; refuse rather than fix.
-    if _URL_BAD_CHARS.search(url):
-        return None
-    return url
 
 
 def _as_utc(value: datetime) -> datetime:
@@ -139,6 +119,10 @@ def _isodate(value: datetime | None) -> str:
 def _safe_html(value: str | None, base_url: str | None = None) -> Markup:
     # Sanitised again at display time, even though ingestion stored sanitised HTML: the stored value may come
     # from an older sanitiser or a hand-edited database, and this is the last point before a browser sees it.
+    # Only SanitizedHtml is not cleaned again: the site build checked it is this sanitiser's output for the
+    # report's own link (monitor.incidents.display), so cleaning it would return the same text.
+    if isinstance(value, SanitizedHtml):
+        return Markup(value)
     return Markup(sanitize_html(value or "", base_url))
 
 

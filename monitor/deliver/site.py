@@ -42,6 +42,7 @@ from monitor.deliver.charts import site_charts
 from monitor.deliver.digest import delivered_digests
 from monitor.deliver.exports import IncidentCsv, IncidentJson, IncidentOptions, ItemCsv, JsonArray, Member
 from monitor.deliver.render import slug
+from monitor.incidents.display import fresh_display
 from monitor.store.engine import session_scope
 from monitor.store.models import Feed, Incident, Item, ItemSource
 from monitor.store.queries import item_json
@@ -482,6 +483,8 @@ def _load_batch(
             ] or [FeedLink(feed_title(it.feed_id), url)]
             lang = it.language if it.language and _LANG.match(it.language) else None
             entry = it.grouping
+            # What grouping worked out for the page (actors, whether the HTML is sanitised already), if current.
+            known = fresh_display(it.display, it.url, it.title, it.text, it.html)
             view.append(
                 ItemView(
                     id=it.id,
@@ -492,13 +495,19 @@ def _load_batch(
                     lang=lang,
                     feeds=feed_links,
                     excerpt=render.truncate_text(it.text, EXCERPT_CHARS),
-                    html=it.html,
+                    html=known.html(it.html) if known else it.html,
                     matches=_matches_view(it.matches, titles),
                     grouping=entry.get("text") if isinstance(entry, dict) else None,
                 )
             )
             links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
-            members.append(Member.of(cast(Item, it), list(dict.fromkeys(f.title for f in feed_links))))
+            members.append(
+                Member.of(
+                    cast(Item, it),
+                    list(dict.fromkeys(f.title for f in feed_links)),
+                    known.actors if known else None,
+                )
+            )
         yield inc, view, members, links, exported
 
 

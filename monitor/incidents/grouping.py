@@ -10,6 +10,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from monitor.incidents.cache import EXPIRE_STEPS, GroupingCache, OpenIncident, chunks, held
+from monitor.incidents.display import display_record, fresh_display
 from monitor.incidents.explanation import EXPLANATION, describe, first_entry, join_entry
 from monitor.incidents.features import CountryLevel, shipped_country_level
 from monitor.incidents.fingerprint import Fingerprint, utc
@@ -84,6 +85,7 @@ def group_items(
                 changes.touched.add(item.incident_id)
                 changes.full.add(item.incident_id)
                 stats.assigned[item.id] = item.incident_id
+                _refresh_display(item)
                 continue
             # It no longer fits (reclassified into other categories): it leaves and is grouped afresh.
             changes.left(item.incident_id)
@@ -138,6 +140,7 @@ def group_items(
             item.incident_id = op.inc_id
             stats.assigned[item.id] = op.inc_id
             item.grouping = entry
+            _refresh_display(item)  # written with the assignment, in the same UPDATE
             changes.touched.add(op.inc_id)
             changes.members_changed.add(op.inc_id)
             changes.added.setdefault(op.inc_id, []).append((me, item.title))
@@ -151,6 +154,13 @@ def group_items(
     stats.new_incidents.sort()
     stats.updated_incidents.sort()
     return stats
+
+
+def _refresh_display(item: Item) -> None:
+    """Work out what the site shows of a grouped report (monitor.incidents.display) unless its record is current:
+    once here instead of at every site build."""
+    if fresh_display(item.display, item.url, item.title, item.text, item.html) is None:
+        item.display = display_record(item.url, item.title, item.text, item.html)
 
 
 def _candidates(

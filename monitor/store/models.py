@@ -86,6 +86,11 @@ class Item(SQLModel, table=True):
         default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
     )
     pruned: bool = False  # text dropped by retention; identity kept so it is not ingested again
+    # What the site shows of it that grouping works out once (monitor.incidents.display: the actors its export
+    # names, whether its HTML is sanitised already), keyed by what it was worked out from; None before 0011.
+    display: dict[str, Any] | None = Field(
+        default=None, sa_column=Column(JSON(none_as_null=True), nullable=True)
+    )
 
     __table_args__ = (Index("ix_item_url", "url", unique=True),)
 
