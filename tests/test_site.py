@@ -14,6 +14,7 @@ from pathlib import Path
 import feedparser
 import pytest
 from sqlalchemy import Engine
+from sqlmodel import col
 from typer.testing import CliRunner
 
 from monitor.deliver.site import build_site, highlight
@@ -616,3 +617,24 @@ def test_the_display_record_marks_html_clean_only_when_the_sanitiser_keeps_it() 
     assert rec is not None and rec["html"] is True
     # the check is made with the link as base URL: relative links resolve against it
     assert display_record(None, "Title", "Text", sanitize_html('<a href="/rel">x</a>', url)) is not None
+
+
+def test_stale_and_missing_records_are_worked_out_again_by_housekeeping(
+    engine: Engine, tmp_path: Path
+) -> None:
+    from sqlalchemy import update
+    from sqlmodel import select
+
+    from monitor.incidents.display import fresh_display, refresh_displays
+    from monitor.store.models import Item
+
+    b = build(engine, tmp_path / "site")
+    grouped = sorted(b.incidents)
+    with session_scope(engine) as s:
+        s.execute(update(Item).where(Item.id == grouped[0]).values(display=None))  # stored before 0011
+        s.execute(update(Item).where(Item.id == grouped[1]).values(display={"key": "0" * 32, "html": True}))
+    assert refresh_displays(engine, batch=3) == 2
+    assert refresh_displays(engine) == 0
+    with session_scope(engine) as s:
+        for it in s.exec(select(Item).where(col(Item.id).in_(grouped))):
+            assert fresh_display(it.display, it.url, it.title, it.text, it.html) is not None, it.id

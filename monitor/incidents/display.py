@@ -25,12 +25,18 @@ from collections.abc import Mapping
 from typing import Any
 
 import nh3
+from sqlalchemy import Engine
+from sqlalchemy import select as sa_select
+from sqlalchemy import update as sa_update
+from sqlmodel import col
 
 from monitor import sanitize
 from monitor.incidents import features
 from monitor.sanitize import SanitizedHtml, safe_url, sanitize_html
+from monitor.store.engine import session_scope
+from monitor.store.models import Item
 
-__all__ = ["LEAD_CHARS", "Display", "display_record", "fresh_display"]
+__all__ = ["LEAD_CHARS", "Display", "display_record", "fresh_display", "refresh_displays"]
 
 LEAD_CHARS = 600  # of a report's text read for names: the lead is where a report says who
 
@@ -106,3 +112,35 @@ def fresh_display(record: object, url: str | None, title: str, text: str, html: 
         return None
     actors = record.get("actors")
     return Display(record.get("html") is True, actors if isinstance(actors, dict) else None)
+
+
+def refresh_displays(engine: Engine, *, batch: int = 500) -> int:
+    """Write the record of every report in an incident whose record is missing or stale (stored before 0011,
+    edited since, or worked out by other code: every record goes stale when the sanitiser or the name extraction
+    changes), in batches of one transaction each; returns how many were written. Housekeeping (the service's
+    retention job): a site build only reads records, and one without them is as slow as before."""
+    written = 0
+    last = 0
+    while True:
+        with session_scope(engine) as s:
+            rows = s.execute(
+                sa_select(
+                    col(Item.id),
+                    col(Item.url),
+                    col(Item.title),
+                    col(Item.text),
+                    col(Item.html),
+                    col(Item.display),
+                )
+                .where(col(Item.id) > last, col(Item.incident_id).is_not(None), col(Item.pruned).is_(False))
+                .order_by(col(Item.id))
+                .limit(batch)
+            ).all()
+            if not rows:
+                return written
+            last = rows[-1].id
+            for r in rows:
+                if fresh_display(r.display, r.url, r.title, r.text, r.html) is None:
+                    record = display_record(r.url, r.title, r.text, r.html)
+                    s.execute(sa_update(Item).where(col(Item.id) == r.id).values(display=record))
+                    written += 1

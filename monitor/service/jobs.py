@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
+from monitor.incidents.display import refresh_displays
 from monitor.ingest import policy
 from monitor.service import stages
 from monitor.service.logs import feed_ctx
@@ -176,6 +177,15 @@ def prune(w: Worker, days: int) -> None:
             report.cutoff.date().isoformat(),
             extra={"event": "retention"},
         )
+
+
+def refresh_site_records(w: Worker) -> None:
+    """What the site shows of each report (monitor.incidents.display), worked out again where it went stale (after
+    an upgrade, or for reports stored before there were records), so site builds need not."""
+    with exclusive(w.engine, "site-records") as got:
+        written = refresh_displays(w.engine) if got else 0
+    if written:
+        log.info("site records: %d reports worked out again", written, extra={"event": "site"})
 
 
 def feed_health(engine: Engine, polling: PollingSettings) -> list[tuple[Feed, str]]:

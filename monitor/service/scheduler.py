@@ -5,7 +5,8 @@ Jobs (APScheduler 3, AsyncIOScheduler, in-memory job store):
     poll         every --tick seconds: claim due feeds (oldest first) in batches and poll them, until none is
                  due; then group new items into incidents and send "immediate" digests
     digest:NAME  each scheduled digest on its own CronTrigger in its time zone
-    retention    prune unmatched items past settings.retention.unmatched_days
+    retention    prune unmatched items past settings.retention.unmatched_days; work out again what the site shows
+                 of reports whose record went stale (monitor.incidents.display)
     digest-retry resend digests whose delivery failed
     feeds-health refresh the feeds-by-health gauge; every --report-every, log failing and silent feeds
     site         rebuild the static site when new items arrived
@@ -336,6 +337,7 @@ class Service:
         days = self.config.settings.retention.unmatched_days
         if days:
             await asyncio.to_thread(jobs.prune, self.worker, days)
+        await asyncio.to_thread(jobs.refresh_site_records, self.worker)
 
     def feed_health(self) -> list[tuple[Feed, str]]:
         return jobs.feed_health(self.engine, self.config.settings.polling)
