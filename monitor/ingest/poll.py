@@ -157,6 +157,8 @@ class StoredBatch:
     new_item_ids: list[int]
     changed_item_ids: list[int]  # stored before, content updated now
     now: datetime
+    # the new items stored with a category; None: not known, any new item may have one
+    matched_new_ids: list[int] | None = None
 
 
 AfterStore = Callable[[Session, StoredBatch], None]
@@ -180,7 +182,9 @@ def group_stage(config: Config, classifier: ClassifierLike | None) -> AfterStore
     window_hours = config.settings.grouping.window / 3600
 
     def group(session: Session, batch: StoredBatch) -> None:
-        item_ids = batch.new_item_ids + batch.changed_item_ids
+        # A new item without a category joins nothing (most reports of a poll): only the others are grouped.
+        new = batch.new_item_ids if batch.matched_new_ids is None else batch.matched_new_ids
+        item_ids = new + batch.changed_item_ids
         if not item_ids:
             return
         from monitor.incidents import CountryLevel, group_items
@@ -466,7 +470,9 @@ class Poller:
                 stats = write_entries(s, row.id, plan, now=now, classifications=classes)
                 res.new, res.updated, res.linked = stats.new, stats.updated, stats.linked
                 res.new_item_ids = stats.new_item_ids
-                batch = StoredBatch(row.id, stats.new_item_ids, stats.changed_item_ids, now)
+                batch = StoredBatch(
+                    row.id, stats.new_item_ids, stats.changed_item_ids, now, stats.matched_new_ids
+                )
                 for stage in self.after_store:
                     stage(s, batch)
                 if stats.new:

@@ -47,7 +47,7 @@ def record_articles(
     """Write the article records of the items just stored from `feed_id`; returns how many."""
 
     ids = list(item_ids)
-    if not ids or not pending:
+    if not ids or not any(f == feed_id for f, _ in pending):
         return 0
     q = select(ItemSource.item_id, ItemSource.entry_key).where(
         col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)

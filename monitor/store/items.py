@@ -124,6 +124,7 @@ class StoreStats:
     unchanged: int = 0
     new_item_ids: list[int] = field(default_factory=list)
     changed_item_ids: list[int] = field(default_factory=list)
+    matched_new_ids: list[int] = field(default_factory=list)  # the new items stored with a category
 
 
 # Item columns a classification fills; rows without one get these empty values.
@@ -258,6 +259,8 @@ def write_entries(
     for n, item_id in zip(plan.new, new_ids, strict=True):
         stats.new += 1
         stats.new_item_ids.append(item_id)
+        if classes.get(n.entry.key, {}).get("categories"):
+            stats.matched_new_ids.append(item_id)
         sources.append(_source(item_id, feed_id, n.entry, now))
     for link in plan.links:
         target = link.item_id if link.new_index is None else new_ids[link.new_index]
