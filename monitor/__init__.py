@@ -13,37 +13,76 @@ Every other module (monitor.config, monitor.ingest, monitor.rules, ...) is inter
 versions without notice. The CLI (`monitor`, `python -m monitor`) is a layer over this API.
 """
 
-# First: modules imported below read it (`from monitor import __version__`) while this package is importing.
+# Read by modules of the package (`from monitor import __version__`), so set before anything is imported.
 __version__ = "0.1.0"
 
-from monitor._api import Monitor, open
-from monitor._types import (
-    Classification,
-    DigestResult,
-    Explanation,
-    FeedPoll,
-    Hit,
-    Incident,
-    Item,
-    ItemChange,
-    Match,
-    Place,
-    PollResult,
-    ReclassifyResult,
-    SiteResult,
-)
-from monitor.errors import (
-    ConfigError,
-    ConfigErrors,
-    DeliveryError,
-    FetchError,
-    MonitorError,
-    NotFoundError,
-    ParseError,
-    RuleError,
-    StoreError,
-)
-from monitor.search import SearchError, SearchFilterError, SearchHit, SearchQueryError, SearchResults
+from typing import TYPE_CHECKING
+
+from monitor._lazy import exports
+
+if TYPE_CHECKING:
+    from monitor._api import Monitor, open
+    from monitor._types import (
+        Classification,
+        DigestResult,
+        Explanation,
+        FeedPoll,
+        Hit,
+        Incident,
+        Item,
+        ItemChange,
+        Match,
+        Place,
+        PollResult,
+        ReclassifyResult,
+        SiteResult,
+    )
+    from monitor.errors import (
+        ConfigError,
+        ConfigErrors,
+        DeliveryError,
+        FetchError,
+        MonitorError,
+        NotFoundError,
+        ParseError,
+        RuleError,
+        StoreError,
+    )
+    from monitor.search import SearchError, SearchFilterError, SearchHit, SearchQueryError, SearchResults
+
+# Where each public name lives. They are imported on first use: a worker process that needs only the parser
+# (monitor.ingest.workers) then imports the parser alone, not the whole service (~70 MB and 2 s less each).
+_EXPORTS = {
+    "Monitor": "monitor._api",
+    "open": "monitor._api",
+    "Classification": "monitor._types",
+    "DigestResult": "monitor._types",
+    "Explanation": "monitor._types",
+    "FeedPoll": "monitor._types",
+    "Hit": "monitor._types",
+    "Incident": "monitor._types",
+    "Item": "monitor._types",
+    "ItemChange": "monitor._types",
+    "Match": "monitor._types",
+    "Place": "monitor._types",
+    "PollResult": "monitor._types",
+    "ReclassifyResult": "monitor._types",
+    "SiteResult": "monitor._types",
+    "ConfigError": "monitor.errors",
+    "ConfigErrors": "monitor.errors",
+    "DeliveryError": "monitor.errors",
+    "FetchError": "monitor.errors",
+    "MonitorError": "monitor.errors",
+    "NotFoundError": "monitor.errors",
+    "ParseError": "monitor.errors",
+    "RuleError": "monitor.errors",
+    "StoreError": "monitor.errors",
+    "SearchError": "monitor.search",
+    "SearchFilterError": "monitor.search",
+    "SearchHit": "monitor.search",
+    "SearchQueryError": "monitor.search",
+    "SearchResults": "monitor.search",
+}
 
 __all__ = [
     "Classification",
@@ -77,3 +116,5 @@ __all__ = [
     "__version__",
     "open",
 ]
+
+__getattr__, __dir__ = exports(__name__, _EXPORTS)

@@ -461,3 +461,34 @@ def test_a_lease_is_renewed_while_its_batch_runs(
     assert other.results == []
     assert len(server.requests_for("/slow.xml")) == 1
     assert feed_row(engine, "slow").lease_owner is None  # the finished poll gave the lease back
+
+
+_LIGHT_STARTER = """
+import os
+
+os.environ["MONITOR_PARSE_WORKERS"] = "2"
+from monitor.__main__ import main  # what the `monitor` command's script imports
+
+if __name__ == "__main__":
+    from monitor.ingest import workers
+
+    workers.warm_workers()
+    asks = ("'sqlalchemy' in __import__('sys').modules", "'lingua' in __import__('sys').modules")
+    for pool in (workers._parse_pool(), workers._language_pool()):
+        print(" ".join(str(pool.submit(eval, ask).result()) for ask in asks), flush=True)
+    workers.reset_workers()
+"""
+
+
+def test_worker_processes_import_what_they_run_not_the_service(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    starter = tmp_path / "starter.py"
+    starter.write_text(_LIGHT_STARTER, encoding="utf-8")
+    out = subprocess.run(
+        [sys.executable, str(starter)], capture_output=True, text=True, timeout=300, check=True
+    )
+    parse, language = out.stdout.split("\n")[:2]
+    assert parse == "False False"  # no database layer, no language models in a parser
+    assert language == "False True"  # the language worker holds the models, and no database layer either

@@ -19,12 +19,12 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC, datetime
 from typing import Any
 
 from monitor.ingest.language import LanguageDecision, decide_languages, warm_up
 from monitor.ingest.parse import ParseOutcome, parse_job, worker_init
 from monitor.search.text import Document, document
-from monitor.store.types import utcnow
 
 __all__ = [
     "decide_and_prepare",
@@ -51,6 +51,9 @@ def worker_count() -> int:
 def _start(workers: int, initializer: Any) -> ProcessPoolExecutor:
     # forkserver, because forking a process with threads (ours, the DB pool's) can copy a held lock into the child.
     ctx = multiprocessing.get_context("forkserver")
+    # The fork server imports only what the workers run, not this process's __main__ (the whole CLI and
+    # service), which every worker would otherwise carry.
+    ctx.set_forkserver_preload([__name__])
     pool = ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=initializer, initargs=(os.getpid(),)
     )
@@ -103,7 +106,7 @@ def warm_workers() -> None:
     if parse is None or language is None:
         warm_up()
         return
-    now = utcnow()
+    now = datetime.now(UTC)
     # As many jobs at once as there are workers: the pool starts one process for each.
     jobs: list[Future[Any]] = [
         parse.submit(parse_job, b"", "http://warm-up.invalid/", {}, now, None, 1)
