@@ -196,3 +196,15 @@ def test_a_long_text_in_one_plain_alphabet_is_decided_as_lingua_decides_it() -> 
         assert language._code(best.language) == code and best.value > 0.999  # what the shortcut assumes
         assert detect(text) == language.Detection(code, 1.0)
     assert detect(ukrainian).language == "uk"  # its own letters: lingua is asked
+
+
+def test_a_decision_and_an_index_document_come_back_from_a_worker_unchanged() -> None:
+    import pickle
+
+    from monitor.search.text import document
+
+    d = decide_language(
+        "Белсенді сотта", "Сот оған айыппұл салды. «Я не признаю вину», — деді ол сотта.", "kk"
+    )
+    doc = document("Белсенді сотта", "Сот оған айыппұл салды.", d.language)
+    assert pickle.loads(pickle.dumps((d, doc))) == (d, doc)

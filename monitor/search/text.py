@@ -184,6 +184,10 @@ class Document:
     keys: list[tuple[str, ...]]
     title_words: int  # the first this many positions come from the title
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Sent back from the poll's language worker for every new item (see LanguageDecision.__reduce__).
+        return (Document, (self.surface, self.lemmas, self.keys, self.title_words))
+
 
 def document(title: str, text: str, language: str | None) -> Document:
     mode = language_mode(language)
