@@ -125,9 +125,10 @@ def reset_workers() -> None:
             pool.shutdown(wait=False, cancel_futures=True)
 
 
-def worker_pids() -> list[int]:
+def worker_pids(*, language_only: bool = False) -> list[int]:
     """The worker processes running now (for the bench's memory figure and the tests)."""
-    return [pid for pool in (_PARSE, _LANGUAGE) if pool is not None for pid in pool._processes or {}]
+    pools = (_LANGUAGE,) if language_only else (_PARSE, _LANGUAGE)
+    return [pid for pool in pools if pool is not None for pid in pool._processes or {}]
 
 
 async def _off_loop(pool: ProcessPoolExecutor | None, fallback: Executor | None, fn: Any, *args: Any) -> Any:
