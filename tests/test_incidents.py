@@ -102,6 +102,14 @@ def test_a_full_name_with_a_patronymic_is_also_first_name_and_surname() -> None:
     assert _person("Marat", "Ospanov") in extract("", "Марат Нұрланұлы Оспанов ұсталды.").persons
 
 
+def test_a_common_noun_before_a_patronymic_and_surname_leaves_no_full_name() -> None:
+    # "Blogger" is dropped (the text writes "blogger"), leaving patronymic + surname: no first name to pair
+    f = extract("x", "Blogger Nurlanovich Ospanov was detained. The blogger said.")
+    assert f.persons == {_person("Nurlanovich", "Ospanov")}
+    f = extract("x", "Blogger Marat Nurlanovich Ospanov was detained. The blogger said.")
+    assert _person("Marat", "Ospanov") in f.persons
+
+
 @pytest.mark.parametrize(
     ("title", "text"),
     [

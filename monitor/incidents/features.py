@@ -273,6 +273,9 @@ def _names(
                 lower = {_stem(w) for w in words if w[0].islower()}
             if (len(run_words) >= 3 and not full_name) or _stem(word) in lower:
                 run_words = run_words[1:]
+                # what is left is a full name only if its own second word is a patronymic ("Blogger Nurlanovich
+                # Ospanov" leaves two words, "Blogger Marat Nurlanovich Ospanov" a full name)
+                full_name = len(run_words) >= 3 and bool(_PATRONYMIC.search(run_words[1][1].casefold()))
         for n, (key, word, initial) in enumerate(run_words):
             if n:
                 persons.add(_person(run_words[n - 1], run_words[n], surface))
