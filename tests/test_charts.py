@@ -389,3 +389,26 @@ def test_digest_page_in_chromium(
         want = "svg narrow" if width < 600 else "svg wide"
         assert [c for c, _ in shown] == [want] * 3 and all(0 < w <= width for _, w in shown)
         assert all(r.startswith(srv.url) for r in page.requests())
+
+
+def test_a_countrys_top_categories_break_ties_in_the_categories_order() -> None:
+    from datetime import UTC, datetime
+
+    from monitor.deliver.charts import Row, chart_set
+
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    titles = {"prosecution": "Prosecution", "media_restriction": "Media", "intimidation": "Intimidation"}
+    rows = [
+        Row(
+            first_seen=now,
+            categories=["intimidation", "media_restriction", "prosecution"],
+            countries=["KZ"],
+            severity="high",
+        )
+    ]
+    got = chart_set(rows, now=now, category_titles=titles).countries[0].top_categories
+    assert got == [
+        "Prosecution",
+        "Media",
+        "Intimidation",
+    ]  # one each: the categories' order, whatever the set's

@@ -237,7 +237,7 @@ def chart_set(
             bump(by_cat, c, i)
         for k in dict.fromkeys(r.countries):
             bump(by_country, k, i)
-            country_cats.setdefault(k, Counter()).update(set(r.categories))
+            country_cats.setdefault(k, Counter()).update(dict.fromkeys(r.categories, 1))
             if r.severity == "high":
                 country_high[k] += 1
             country_last[k] = max(country_last.get(k, first.date()), first.date())
@@ -301,7 +301,13 @@ def chart_set(
             incidents=sum(v),
             recent=sum(v[recent_from:]),
             high=country_high[k],
-            top_categories=[category_titles.get(c, c) for c, _ in country_cats[k].most_common(3)],
+            # ties in the categories' own order, not in whatever order the counter met them
+            top_categories=[
+                category_titles.get(c, c)
+                for c, _ in sorted(
+                    country_cats[k].items(), key=lambda cn: (-cn[1], order.get(cn[0], len(order)), cn[0])
+                )[:3]
+            ],
             last_seen=country_last.get(k),
         )
         for k, v in sorted(by_country.items(), key=lambda kv: (-sum(kv[1]), kv[0]))
