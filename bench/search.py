@@ -426,7 +426,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds (ours and the scan each round)")
     args = ap.parse_args()
 
-    tmp = tempfile.mkdtemp(prefix="bench-search-")
+    tmp = None if args.db else tempfile.mkdtemp(prefix="bench-search-")  # (none to leave behind for --db)
     url = args.db or f"sqlite:///{tmp}/bench.db"
     engine = make_engine(url)
     ensure_schema(
@@ -564,7 +564,7 @@ def main() -> None:
     print("\nresults per query (capped at 500):", ", ".join(f"{q} {n}" for q, n in hits.items()))
     if args.keep:
         print("kept", url)
-    elif not args.db:
+    elif tmp is not None:
         engine.dispose()
         shutil.rmtree(tmp)  # the WAL and shared-memory files too (the WAL held 640 MB after a run)
 
