@@ -285,7 +285,9 @@ def work_ours(args: argparse.Namespace) -> Result:
     res["peak_rss_mb"] = peak_rss_mb()
     res["workers"] = len(workers.worker_pids())
     res["workers_peak_rss_mb"] = sum(peak_rss_of(pid) for pid in workers.worker_pids())
-    res["language_worker_peak_rss_mb"] = sum(peak_rss_of(pid) for pid in workers.worker_pids(language_only=True))
+    res["language_worker_peak_rss_mb"] = sum(
+        peak_rss_of(pid) for pid in workers.worker_pids(language_only=True)
+    )
     engine.dispose()
     return res
 
