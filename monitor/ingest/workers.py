@@ -37,6 +37,7 @@ __all__ = [
 
 _PARSE: ProcessPoolExecutor | None = None
 _LANGUAGE: ProcessPoolExecutor | None = None
+_WARM = False  # both pools started and answered once; every poll's enricher asks again
 
 
 def worker_count() -> int:
@@ -54,11 +55,9 @@ def _start(workers: int, initializer: Any) -> ProcessPoolExecutor:
     # The fork server imports only what the workers run, not this process's __main__ (the whole CLI and
     # service), which every worker would otherwise carry.
     ctx.set_forkserver_preload([__name__])
-    pool = ProcessPoolExecutor(
+    return ProcessPoolExecutor(
         max_workers=workers, mp_context=ctx, initializer=initializer, initargs=(os.getpid(),)
     )
-    atexit.register(reset_workers)
-    return pool
 
 
 def _language_worker_init(pid: int) -> None:
@@ -102,6 +101,9 @@ def warm_workers() -> None:
     """Start the workers now, the language models loaded: a service does this before it claims feeds, so that
     no feed's lease runs out while the first poll waits for processes to start and import their libraries.
     Without workers the models load here."""
+    global _WARM
+    if _WARM:
+        return
     parse, language = _parse_pool(), _language_pool()
     if parse is None or language is None:
         warm_up()
@@ -115,11 +117,12 @@ def warm_workers() -> None:
     jobs.append(language.submit(decide_and_prepare, []))
     for job in jobs:
         job.result(timeout=120)
+    _WARM = True
 
 
 def reset_workers() -> None:
-    global _PARSE, _LANGUAGE
-    pools, _PARSE, _LANGUAGE = (_PARSE, _LANGUAGE), None, None
+    global _PARSE, _LANGUAGE, _WARM
+    pools, _PARSE, _LANGUAGE, _WARM = (_PARSE, _LANGUAGE), None, None, False
     for pool in pools:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
@@ -129,6 +132,9 @@ def worker_pids(*, language_only: bool = False) -> list[int]:
     """The worker processes running now (for the bench's memory figure and the tests)."""
     pools = (_LANGUAGE,) if language_only else (_PARSE, _LANGUAGE)
     return [pid for pool in pools if pool is not None for pid in pool._processes or {}]
+
+
+atexit.register(reset_workers)
 
 
 async def _off_loop(pool: ProcessPoolExecutor | None, fallback: Executor | None, fn: Any, *args: Any) -> Any:
