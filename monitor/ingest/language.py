@@ -134,10 +134,9 @@ def detect(text: str) -> Detection:
 
 
 def detect_many(texts: Sequence[str]) -> list[Detection]:
-    """`detect` for many texts at once (one feed's new entries). lingua's parallel calls spread the texts over
-    the cores and release the GIL while they work, so the store thread and the event loop go on meanwhile;
-    one call at a time holds the GIL throughout. Two calls in all: the whole samples, then every run that
-    may be in a second language."""
+    """`detect` for many texts at once (one feed's new entries), in two of lingua's parallel calls, which
+    spread the texts over the cores: the whole samples, then every run that may be in a second language.
+    lingua holds the GIL while it works, so the poll runs this in a worker process (monitor.ingest.workers)."""
     samples = [text[:SAMPLE_CHARS] for text in texts]
     letters = [_letters(sample) for sample in samples]
     todo = [i for i, n in enumerate(letters) if n]

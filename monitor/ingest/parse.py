@@ -29,11 +29,11 @@ from urllib.parse import urljoin
 import feedparser
 
 from monitor.errors import ParseError
+from monitor.ingest.urls import canonical_url
+from monitor.sanitize import html_to_text, normalize_text, sanitize_html_and_text, strip_control
 
 if TYPE_CHECKING:
     from monitor.search.index import Prepared
-from monitor.ingest.urls import canonical_url
-from monitor.sanitize import html_to_text, normalize_text, sanitize_html_and_text, strip_control
 
 __all__ = ["Entry", "ParseLimits", "ParsedFeed", "detect_language", "normalize_language", "parse_feed"]
 
