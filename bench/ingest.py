@@ -71,16 +71,21 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
-def peak_rss_of(pid: int) -> float:
-    """Peak RSS of another (still running) process: a worker of ours."""
+def _status_mb(pid: int | str, key: str, missing: float) -> float:
+    """A memory figure of /proc/PID/status in MB; `missing` for a process that has gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as fh:
             for line in fh:
-                if line.startswith("VmHWM:"):
+                if line.startswith(key + ":"):
                     return int(line.split()[1]) / 1024
     except OSError:
         pass
-    return 0.0
+    return missing
+
+
+def peak_rss_of(pid: int) -> float:
+    """Peak RSS of another (still running) process: a worker of ours."""
+    return _status_mb(pid, "VmHWM", 0.0)  # a worker that has gone adds nothing
 
 
 def cpu_of(pids: list[int]) -> float:
@@ -97,11 +102,7 @@ def cpu_of(pids: list[int]) -> float:
 
 
 def current_rss_mb() -> float:
-    with open("/proc/self/status", encoding="ascii") as fh:
-        for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    return _status_mb("self", "VmRSS", float("nan"))
 
 
 @contextmanager
