@@ -456,7 +456,13 @@ class Monitor:
             recent_days=recent_days,
         )
         return SiteResult(
-            report.out, report.incidents, report.items, report.pages, report.digests, report.to_json()
+            report.out,
+            report.incidents,
+            report.items,
+            report.pages,
+            report.digests,
+            report.to_json(),
+            unchanged=report.unchanged,
         )
 
 

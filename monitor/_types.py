@@ -276,6 +276,7 @@ class SiteResult:
     pages: int
     digests: int
     record: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    unchanged: int = 0  # of the pages, those whose file held the same bytes already (not written again)
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.record)

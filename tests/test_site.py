@@ -577,6 +577,39 @@ def test_grouping_records_what_the_site_shows_and_the_site_is_the_same_without_i
     assert _tree(tmp_path / "with") == _tree(tmp_path / "without")
 
 
+def test_a_rebuild_rewrites_only_the_pages_that_changed(engine: Engine, tmp_path: Path) -> None:
+    """A rebuild over the last site leaves an incident page holding the same bytes as it was (same file, same
+    mtime), rewrites the one whose report changed, and ends with the same tree as a fresh build."""
+    from monitor.store.models import Item
+
+    b = build(engine, tmp_path / "site")
+    pages = {inc: tmp_path / "site" / "incident" / f"{inc}.html" for inc in set(b.incidents.values())}
+    assert len(pages) >= 3
+    before = {inc: p.stat() for inc, p in pages.items()}
+    again = build_site(engine, tmp_path / "site", now=NOW)
+    assert again.unchanged == len(pages)
+    for inc, p in pages.items():
+        st = p.stat()
+        assert (st.st_ino, st.st_mtime_ns) == (before[inc].st_ino, before[inc].st_mtime_ns), inc
+
+    edited = b.ids[0]
+    with session_scope(engine) as s:
+        it = s.get(Item, edited)
+        assert it is not None
+        it.title = "Court fined the activist after the rally, lawyers said"
+        s.add(it)
+    third = build_site(engine, tmp_path / "site", now=NOW)
+    assert third.unchanged == len(pages) - 1
+    changed = b.incidents[edited]
+    assert pages[changed].stat().st_ino != before[changed].st_ino
+    assert "Court fined the activist" in pages[changed].read_text(encoding="utf-8")
+    assert oct(pages[changed].stat().st_mode & 0o777) == oct(0o644)
+    others = [inc for inc in pages if inc != changed]
+    assert all(pages[inc].stat().st_ino == before[inc].st_ino for inc in others)
+    build_site(engine, tmp_path / "fresh", now=NOW)
+    assert _tree(tmp_path / "site") == _tree(tmp_path / "fresh")
+
+
 def test_a_record_worked_out_from_other_text_is_not_used(engine: Engine, tmp_path: Path) -> None:
     """An item edited after grouping (an updated entry, a hand-edited row): its record is stale, and the site
     sanitises the HTML and reads the names afresh."""

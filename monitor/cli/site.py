@@ -32,6 +32,7 @@ def build(
     else:
         out.print(
             f"wrote {report.pages} pages for {report.incidents} incidents and {report.items} items "
-            f"into {out_dir}/ (index.html, feed.atom, incidents.json/csv, items.json/csv)"
+            + (f"({report.unchanged} pages unchanged, left as they were) " if report.unchanged else "")
+            + f"into {out_dir}/ (index.html, feed.atom, incidents.json/csv, items.json/csv)"
             + (f"; {report.digests} digests listed" if report.digests else "")
         )
