@@ -12,9 +12,16 @@ import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import jinja2
-from markupsafe import Markup
+from jinja2.compiler import CodeGenerator
+from markupsafe import Markup, escape
+
+try:
+    from markupsafe._speedups import _escape_inner
+except ImportError:  # markupsafe without its C extension
+    from markupsafe._native import _escape_inner
 
 from monitor.config.load import packaged_dir
 from monitor.sanitize import SanitizedHtml, safe_url, sanitize_html
@@ -156,13 +163,48 @@ def _not_txt(name: str | None) -> bool:
     return not (name or "").endswith((".txt", ".text"))
 
 
+_new_str = str.__new__
+
+
+def _escape_output(value: object) -> Markup:
+    """markupsafe's `escape`, for what a template prints, with the commonest cases first: a str escaped and wrapped
+    without Markup's constructor (which asks the text for `__html__` first), an int as its digits, Markup as it is.
+    Every `{{ ... }}` of a page calls it; the result is the same string `escape` returns."""
+    t = type(value)
+    if t is str:
+        return _new_str(Markup, _escape_inner(value))  # type: ignore[arg-type]
+    if t is Markup:
+        return value  # type: ignore[return-value]
+    if t is int:
+        return _new_str(Markup, int.__repr__(value))
+    return escape(value)
+
+
+class _CodeGenerator(CodeGenerator):
+    """Jinja's code generator, printing autoescaped values through `_escape_output` (an attribute of the
+    environment, as every compiled template has the environment at hand) instead of `escape`."""
+
+    def _output_child_pre(self, node: Any, frame: Any, finalize: Any) -> None:
+        if frame.eval_ctx.volatile or not frame.eval_ctx.autoescape:
+            super()._output_child_pre(node, frame, finalize)
+            return
+        self.write("environment.escape_output(")
+        if finalize.src is not None:
+            self.write(finalize.src)
+
+
+class _Environment(jinja2.Environment):
+    code_generator_class = _CodeGenerator
+    escape_output = staticmethod(_escape_output)
+
+
 def environment(user_templates: Path | None = None) -> jinja2.Environment:
     """Jinja2 environment: `user_templates` (if given) overrides the packaged templates by name."""
     loaders: list[jinja2.BaseLoader] = []
     if user_templates is not None:
         loaders.append(jinja2.FileSystemLoader(str(user_templates)))
     loaders.append(jinja2.FileSystemLoader(str(packaged_dir("templates"))))
-    env = jinja2.Environment(
+    env = _Environment(
         loader=jinja2.ChoiceLoader(loaders),
         autoescape=_not_txt,
         trim_blocks=True,
