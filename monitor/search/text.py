@@ -47,6 +47,7 @@ MAX_WORD = 100
 MAX_POSITIONS = 16000
 
 _CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]")
+_MARK_RE = re.compile(r"[\u0300-\u036f\u0483-\u0489]")  # the combining marks WORD_RE takes into words
 _KK_LETTERS = set("әғқңөұүһі")
 _KK_ONLY = set("әғқңөұүһ")  # і is Ukrainian too
 _LATIN_RE = re.compile(r"^[a-z]+$")
@@ -56,8 +57,13 @@ _KK_TAG = {"kk_noun": "n", "kk_noun_v": "v", "kk_verb": "w"}
 def search_words(text: str) -> list[str]:
     """The words of `text` as the index sees them: folded, split at underscores (which FTS5 and PostgreSQL
     both treat as separators), combining marks dropped, over-long words left out."""
+    folded = fold(text)
+    if "_" not in folded and not _MARK_RE.search(folded):
+        # Every word is alphanumeric then (WORD_RE's other characters are the underscore and the marks), so
+        # each is its own index word: what subwords gives, without a call per word.
+        return [w for w in WORD_RE.findall(folded) if len(w) <= MAX_WORD]
     out: list[str] = []
-    for w in WORD_RE.findall(fold(text)):
+    for w in WORD_RE.findall(folded):
         out.extend(subwords(w))
     return out
 
