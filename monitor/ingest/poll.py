@@ -25,7 +25,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import Engine, bindparam, update
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from monitor.config.load import Config
 from monitor.config.models import PollingSettings
@@ -114,6 +115,10 @@ def allow_private(config: Config) -> bool:
     )
 
 
+_STORED_KEYS = sa_select(col(ItemSource.entry_key)).where(
+    col(ItemSource.feed_id) == bindparam("feed"),
+    col(ItemSource.entry_key).in_(bindparam("keys", expanding=True)),
+)
 # Feed columns a poll may change without storing entries; written in batches (see Poller._write_states).
 STATE_COLUMNS = (
     "id",
@@ -411,11 +416,10 @@ class Poller:
         return replace(intent, store=replace(intent.store, parsed=parsed))
 
     def _stored_keys(self, feed_id: str, keys: list[str]) -> set[str]:
-        with Session(self.engine) as s:
-            q = select(ItemSource.entry_key).where(
-                col(ItemSource.feed_id) == feed_id, col(ItemSource.entry_key).in_(keys)
-            )
-            return set(s.exec(q).all())
+        # One statement built once, on a plain connection: building it per feed and running it through a
+        # session cost about 1 ms of CPU a feed, where SQLite answers in 0.07 ms.
+        with self.engine.connect() as conn:
+            return set(conn.execute(_STORED_KEYS, {"feed": feed_id, "keys": keys}).scalars())
 
     def _result(self, feed: Feed, intent: FeedIntent) -> FeedResult:
         return FeedResult(

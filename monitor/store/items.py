@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import func, or_
+from sqlalchemy import bindparam, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -141,6 +141,29 @@ _ITEM = Item.__table__  # type: ignore[attr-defined]
 _SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
 
 
+_KNOWN_BY_KEY = (
+    sa_select(
+        _SOURCE.c.entry_key,
+        _ITEM.c.id,
+        _ITEM.c.content_hash,
+        _ITEM.c.pruned,
+        _ITEM.c.hash_updates,
+        _ITEM.c.url.is_not(None),
+    )
+    .join(_ITEM, _ITEM.c.id == _SOURCE.c.item_id)
+    .where(_SOURCE.c.feed_id == bindparam("feed"), _SOURCE.c.entry_key.in_(bindparam("keys", expanding=True)))
+)
+# Stored items a new entry may be a copy of: the same canonical URL, or the same content within the window.
+_BY_URL = _ITEM.c.url.in_(bindparam("urls", expanding=True))
+_BY_HASH = _ITEM.c.content_hash.in_(bindparam("hashes", expanding=True)) & (
+    _ITEM.c.fetched >= bindparam("since")
+)
+_SAME = sa_select(_ITEM.c.id, _ITEM.c.url, _ITEM.c.content_hash, _ITEM.c.fetched)
+_SAME_URL_OR_HASH = _SAME.where(or_(_BY_URL, _BY_HASH))
+_SAME_URL = _SAME.where(_BY_URL)
+_SAME_HASH = _SAME.where(_BY_HASH)
+
+
 def load_known(
     session: Session,
     feed_id: str,
@@ -154,38 +177,24 @@ def load_known(
     cost."""
     if not entries:
         return Known()
-    keys = [e.key for e in entries]
+    conn = (
+        session.connection()
+    )  # Core statements built once: building them per feed cost more than running them
     known: dict[str, KnownEntry] = {}
-    q = (
-        sa_select(
-            col(ItemSource.entry_key),
-            col(Item.id),
-            col(Item.content_hash),
-            col(Item.pruned),
-            col(Item.hash_updates),
-            col(Item.url).is_not(None),
-        )
-        .join(Item, col(Item.id) == col(ItemSource.item_id))
-        .where(col(ItemSource.feed_id) == feed_id, col(ItemSource.entry_key).in_(keys))
-    )
-    for key, item_id, content_hash, pruned, hash_updates, has_url in session.execute(q):
+    rows = conn.execute(_KNOWN_BY_KEY, {"feed": feed_id, "keys": [e.key for e in entries]})
+    for key, item_id, content_hash, pruned, hash_updates, has_url in rows:
         known[key] = KnownEntry(item_id, content_hash, pruned, hash_updates, bool(has_url))
     fresh = [e for e in entries if e.key not in known]
-    urls = {e.url for e in fresh if e.url}
-    hashes = {e.content_hash for e in fresh}
+    urls = list(dict.fromkeys(e.url for e in fresh if e.url))
+    hashes = list(dict.fromkeys(e.content_hash for e in fresh))
     by_url: dict[str, int] = {}
     by_hash: dict[str, int] = {}
     since = now - timedelta(seconds=cross_feed_window)
-    conditions: list[Any] = []
-    if urls:
-        conditions.append(col(Item.url).in_(urls))
-    if hashes:
-        conditions.append(col(Item.content_hash).in_(hashes) & (col(Item.fetched) >= since))
-    if conditions:
-        q2 = sa_select(col(Item.id), col(Item.url), col(Item.content_hash), col(Item.fetched)).where(
-            or_(*conditions)
-        )
-        for item_id, url, content_hash, fetched in session.execute(q2):
+    if urls or hashes:
+        q = _SAME_URL_OR_HASH if urls and hashes else _SAME_URL if urls else _SAME_HASH
+        for item_id, url, content_hash, fetched in conn.execute(
+            q, {"urls": urls, "hashes": hashes, "since": since}
+        ):
             if url:
                 by_url[url] = item_id
             if fetched >= since:
