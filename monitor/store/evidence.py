@@ -47,7 +47,14 @@ def record_articles(
     """Write the article records of the items just stored from `feed_id`; returns how many."""
 
     ids = list(item_ids)
-    if not ids or not any(f == feed_id for f, _ in pending):
+    if not ids:
+        return 0
+    # Entries whose only news was their language decision (most of them: an article is fetched only for a
+    # teaser) have nothing to write here; without any other, the lookup of the feed's stored keys is skipped.
+    ours = [key for key in pending if key[0] == feed_id]
+    if all(pending[key].article is None for key in ours):
+        for key in ours:
+            del pending[key]
         return 0
     q = select(ItemSource.item_id, ItemSource.entry_key).where(
         col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)
