@@ -206,10 +206,17 @@ def incident_json(
 
 
 def csv_cell(value: Any) -> str:
+    # The commonest cells first (a site build writes ten per report): text, then whole numbers, which are never
+    # guarded.
+    t = type(value)
+    if t is str:
+        return "'" + value if value.startswith(_FORMULA_START) else value
+    if t is int:
+        return str(value)
     if value is None:
         return ""
     if isinstance(value, list | tuple):
-        value = ";".join(str(v) for v in value)
+        value = ";".join(map(str, value))
     s = str(value)
     # Numbers that merely look like formulas ("-3") are left alone only when they are numbers in our records.
     if s.startswith(_FORMULA_START) and not isinstance(value, int | float):

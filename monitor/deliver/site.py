@@ -156,12 +156,15 @@ class _Builder:
     common: dict[str, Any]
     report: SiteReport
     folders: set[Path] = field(default_factory=set)  # made during this build
+    templates: dict[str, jinja2.Template] = field(default_factory=dict)  # get_template costs a cache lookup
 
     def page(self, rel: str, template: str, *, small: bool = False, **ctx: Any) -> None:
         """`small`: the page is rendered whole and written at once (an incident page of a few reports); else it is
         streamed, so a category page with thousands of rows is never one string in memory."""
         depth = rel.count("/")
-        t = self.env.get_template(template)
+        t = self.templates.get(template)
+        if t is None:
+            t = self.templates[template] = self.env.get_template(template)
         path = self.out / rel
         if path.parent not in self.folders:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -351,6 +354,7 @@ def build_site(
     summaries: list[IncidentEntry] = []
     with session_scope(engine) as s:
         feeds = {f.id: f for f in s.exec(select(Feed))}
+        feed_titles = {fid: f.title or f.id for fid, f in feeds.items()}
         common = {"site_title": site_title, "built": now, "feed_count": len(feeds)}
         b = _Builder(env, out, common, report)
         b.static("site.css")
@@ -376,7 +380,7 @@ def build_site(
                     items_csv.add_record(record)
 
             for incs in _incident_batches(s, batch):
-                for inc, items_view, members, sources, exported in _load_batch(s, incs, feeds, titles):
+                for inc, items_view, members, sources, exported in _load_batch(s, incs, feed_titles, titles):
                     assert inc.id is not None
                     b.page(
                         render.incident_page(inc.id),
@@ -478,7 +482,7 @@ def _items_outside_incidents(s: Session, batch: int) -> Iterator[list[tuple[Item
 
 
 def _load_batch(
-    s: Session, incs: list[Incident], feeds: Mapping[str, Feed], titles: Mapping[str, str]
+    s: Session, incs: list[Incident], feed_titles: Mapping[str, str], titles: Mapping[str, str]
 ) -> Iterator[tuple[Incident, list[ItemView], list[Member], list[SourceLink], list[tuple[Item, list[str]]]]]:
     ids = [i.id for i in incs]
     # Reports and sources as plain rows, not ORM objects: nothing here changes them, and building an object per
@@ -502,10 +506,7 @@ def _load_batch(
         ):
             sources[src.item_id].append(src)
 
-    def feed_title(fid: str) -> str:
-        f = feeds.get(fid)
-        return (f.title or f.id) if f else fid
-
+    feed_title = feed_titles.get  # a feed no longer configured is named by its id
     for inc in incs:
         assert inc.id is not None
         view: list[ItemView] = []
@@ -519,9 +520,12 @@ def _load_batch(
             if _exported(it):
                 exported.append((cast(Item, it), [src.feed_id for src in srcs] or [it.feed_id]))
             feed_links = [
-                FeedLink(feed_title(src.feed_id), url if src.url == it.url else render.safe_url(src.url))
+                FeedLink(
+                    feed_title(src.feed_id, src.feed_id),
+                    url if src.url == it.url else render.safe_url(src.url),
+                )
                 for src in srcs
-            ] or [FeedLink(feed_title(it.feed_id), url)]
+            ] or [FeedLink(feed_title(it.feed_id, it.feed_id), url)]
             lang = it.language if it.language and _LANG.match(it.language) else None
             entry = it.grouping
             # What grouping worked out for the page (actors, whether the HTML is sanitised already), if current.
@@ -541,7 +545,7 @@ def _load_batch(
                     grouping=entry.get("text") if isinstance(entry, dict) else None,
                 )
             )
-            links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id)))
+            links.append(SourceLink(title=it.title, url=url, feed=feed_title(it.feed_id, it.feed_id)))
             members.append(
                 Member.of(
                     cast(Item, it),
