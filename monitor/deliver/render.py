@@ -141,6 +141,14 @@ def _country_name(code: str | None, names: Mapping[str, str] | None = None) -> s
 
 def truncate_text(value: str | None, length: int = 300) -> str:
     value = value or ""
+    if len(value) > length:
+        # When the first length+1 characters hold no whitespace but single spaces between words, collapsing
+        # spaces leaves them as they are (every whitespace character but the space is unprintable), so they are
+        # the start of the collapsed text: cut them without collapsing anything.
+        head = value[: length + 1]
+        if head.isprintable() and "  " not in head and head[0] != " " and head[-1] != " ":
+            cut = head[:length].rsplit(" ", 1)[0]
+            return (cut or head[:length]) + "…"
     # Only the start can show: spaces are collapsed in a head of the text, twice `length` long and grown only
     # when its spaces collapse to `length` characters or fewer. Collapsing a prefix gives a prefix of the
     # collapsed whole, so its first `length` characters are those of the whole text.
