@@ -18,6 +18,7 @@ written to a temporary name and renamed, so a web server never serves half a pag
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 import tempfile
@@ -98,10 +99,25 @@ class SiteReport:
         }
 
 
+_TEMP_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_temp_names = itertools.count()
+
+
+def _temp_file(folder: Path, name: str) -> tuple[int, str]:
+    """A new file to write `name` into and rename, as mkstemp makes one (mode 0600, never a file that exists) but
+    named by the process and a counter: mkstemp's random names cost more than creating the file. mkstemp when
+    that name is taken (a leftover of a build that was killed)."""
+    tmp = os.path.join(folder, f".{name}.{os.getpid()}-{next(_temp_names)}")
+    try:
+        return os.open(tmp, _TEMP_FLAGS, 0o600), tmp
+    except FileExistsError:
+        return tempfile.mkstemp(prefix=f".{name}.", dir=folder)
+
+
 @contextmanager
 def _atomic(path: Path) -> Iterator[IO[str]]:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _temp_file(path.parent, path.name)
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             yield fh
@@ -121,15 +137,16 @@ def _same_file(path: Path, data: bytes) -> bool:
         return False
 
 
-def _write_whole(path: Path, data: bytes) -> bool:
+def _write_whole(path: Path, data: bytes, *, new_folder: bool = False) -> bool:
     """`data` into `path` as `_atomic` writes it (a temporary name renamed, mode 0644), in one write call: a page
     through a text file object cost a buffer, an encoder and a write per 8 KiB, and the system calls add up over
     thousands of pages. The folder must exist. A file that holds `data` already is left alone (False): a rebuild
     after a quiet poll rewrites only what changed, which keeps mtimes (and a web server's caching) meaningful and
-    spares creating thousands of files, the costliest part of writing a page."""
-    if _same_file(path, data):
+    spares creating thousands of files, the costliest part of writing a page. `new_folder`: the folder was made
+    by this build, so there is no file to compare with."""
+    if not new_folder and _same_file(path, data):
         return False
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = _temp_file(path.parent, path.name)
     try:
         try:
             view = memoryview(data)
@@ -155,7 +172,8 @@ class _Builder:
     out: Path
     common: dict[str, Any]
     report: SiteReport
-    folders: set[Path] = field(default_factory=set)  # made during this build
+    folders: set[Path] = field(default_factory=set)  # made or found during this build
+    new_folders: set[Path] = field(default_factory=set)  # made by this build: every page in them is new
     templates: dict[str, jinja2.Template] = field(default_factory=dict)  # get_template costs a cache lookup
 
     def page(self, rel: str, template: str, *, small: bool = False, **ctx: Any) -> None:
@@ -166,12 +184,17 @@ class _Builder:
         if t is None:
             t = self.templates[template] = self.env.get_template(template)
         path = self.out / rel
-        if path.parent not in self.folders:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self.folders.add(path.parent)
+        folder = path.parent
+        if folder not in self.folders:
+            try:
+                folder.mkdir(parents=True)
+                self.new_folders.add(folder)
+            except FileExistsError:
+                pass
+            self.folders.add(folder)
         if small:
             data = t.render(**self.common, root="../" * depth, **ctx).encode("utf-8")
-            if not _write_whole(path, data):
+            if not _write_whole(path, data, new_folder=folder in self.new_folders):
                 self.report.unchanged += 1
         else:
             stream = t.stream(**self.common, root="../" * depth, **ctx)
