@@ -202,7 +202,8 @@ class _CodeGenerator(CodeGenerator):
 
 
 class _Environment(jinja2.Environment):
-    code_generator_class = _CodeGenerator
+    # The hook is a Jinja internal (3.1): where a Jinja release lacks it, templates compile as Jinja's own.
+    code_generator_class = _CodeGenerator if hasattr(CodeGenerator, "_output_child_pre") else CodeGenerator
     escape_output = staticmethod(_escape_output)
 
 

@@ -51,10 +51,10 @@ def record_articles(
         return 0
     # Entries whose only news was their language decision (most of them: an article is fetched only for a
     # teaser) have nothing to write here; without any other, the lookup of the feed's stored keys is skipped.
-    ours = [key for key in pending if key[0] == feed_id]
-    if all(pending[key].article is None for key in ours):
-        for key in ours:
-            del pending[key]
+    ours = [pk for pk in pending if pk[0] == feed_id]
+    if all(pending[pk].article is None for pk in ours):
+        for pk in ours:
+            del pending[pk]
         return 0
     q = select(ItemSource.item_id, ItemSource.entry_key).where(
         col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)
