@@ -47,14 +47,7 @@ def record_articles(
     """Write the article records of the items just stored from `feed_id`; returns how many."""
 
     ids = list(item_ids)
-    if not ids:
-        return 0
-    # Entries whose only news was their language decision (most of them: an article is fetched only for a
-    # teaser) have nothing to write here; without any other, the lookup of the feed's stored keys is skipped.
-    ours = [pk for pk in pending if pk[0] == feed_id]
-    if all(pending[pk].article is None for pk in ours):
-        for pk in ours:
-            del pending[pk]
+    if not ids or not any(f == feed_id for f, _ in pending):
         return 0
     q = select(ItemSource.item_id, ItemSource.entry_key).where(
         col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)
