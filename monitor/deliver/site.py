@@ -115,17 +115,27 @@ def _temp_file(folder: Path, name: str) -> tuple[int, str]:
 
 
 @contextmanager
-def _atomic(path: Path) -> Iterator[IO[str]]:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _replacing(path: Path) -> Iterator[int]:
+    """A new temporary file in `path`'s folder (which must exist) to write through its descriptor, renamed over
+    `path` with mode 0644 when the block ends, removed if it raises: a web server never serves half a file."""
     fd, tmp = _temp_file(path.parent, path.name)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            yield fh
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a web server usually runs as another user
+        try:
+            yield fd
+            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a web server usually runs as another user
+        finally:
+            os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[IO[str]]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(path) as fd, open(fd, "w", encoding="utf-8", newline="\n", closefd=False) as fh:
+        yield fh
 
 
 def _same_file(path: Path, data: bytes) -> bool:
@@ -138,27 +148,18 @@ def _same_file(path: Path, data: bytes) -> bool:
 
 
 def _write_whole(path: Path, data: bytes, *, new_folder: bool = False) -> bool:
-    """`data` into `path` as `_atomic` writes it (a temporary name renamed, mode 0644), in one write call: a page
-    through a text file object cost a buffer, an encoder and a write per 8 KiB, and the system calls add up over
-    thousands of pages. The folder must exist. A file that holds `data` already is left alone (False): a rebuild
-    after a quiet poll rewrites only what changed, which keeps mtimes (and a web server's caching) meaningful and
-    spares creating thousands of files, the costliest part of writing a page. `new_folder`: the folder was made
-    by this build, so there is no file to compare with."""
+    """`data` into `path` as `_atomic` writes it, in one write call: a page through a text file object cost a
+    buffer, an encoder and a write per 8 KiB, and the system calls add up over thousands of pages. The folder
+    must exist. A file that holds `data` already is left alone (False): a rebuild after a quiet poll rewrites
+    only what changed, which keeps mtimes (and a web server's caching) meaningful and spares creating thousands
+    of files, the costliest part of writing a page. `new_folder`: the folder was made by this build, so there is
+    no file to compare with."""
     if not new_folder and _same_file(path, data):
         return False
-    fd, tmp = _temp_file(path.parent, path.name)
-    try:
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, 0o644)  # mkstemp makes 0600; a web server usually runs as another user
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _replacing(path) as fd:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
     return True
 
 
