@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from sqlalchemy import bindparam, func, or_
+from sqlalchemy import Connection, bindparam, func, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
@@ -141,6 +141,12 @@ _ITEM = Item.__table__  # type: ignore[attr-defined]
 _SOURCE = ItemSource.__table__  # type: ignore[attr-defined]
 
 
+# Core statements built once, run on a plain connection: building them for every feed's store and running them
+# through the ORM cost more than SQLite's answer.
+_FEED_KEYS = (_SOURCE.c.feed_id == bindparam("feed")) & _SOURCE.c.entry_key.in_(
+    bindparam("keys", expanding=True)
+)
+_STORED_KEYS = sa_select(_SOURCE.c.entry_key).where(_FEED_KEYS)
 _KNOWN_BY_KEY = (
     sa_select(
         _SOURCE.c.entry_key,
@@ -151,7 +157,7 @@ _KNOWN_BY_KEY = (
         _ITEM.c.url.is_not(None),
     )
     .join(_ITEM, _ITEM.c.id == _SOURCE.c.item_id)
-    .where(_SOURCE.c.feed_id == bindparam("feed"), _SOURCE.c.entry_key.in_(bindparam("keys", expanding=True)))
+    .where(_FEED_KEYS)
 )
 # Stored items a new entry may be a copy of: the same canonical URL, or the same content within the window.
 _BY_URL = _ITEM.c.url.in_(bindparam("urls", expanding=True))
@@ -162,6 +168,11 @@ _SAME = sa_select(_ITEM.c.id, _ITEM.c.url, _ITEM.c.content_hash, _ITEM.c.fetched
 _SAME_URL_OR_HASH = _SAME.where(or_(_BY_URL, _BY_HASH))
 _SAME_URL = _SAME.where(_BY_URL)
 _SAME_HASH = _SAME.where(_BY_HASH)
+
+
+def stored_keys(conn: Connection, feed_id: str, keys: Sequence[str]) -> set[str]:
+    """Which of these entry keys `feed_id` has stored already."""
+    return set(conn.execute(_STORED_KEYS, {"feed": feed_id, "keys": list(keys)}).scalars())
 
 
 def load_known(
@@ -177,9 +188,7 @@ def load_known(
     cost."""
     if not entries:
         return Known()
-    conn = (
-        session.connection()
-    )  # Core statements built once: building them per feed cost more than running them
+    conn = session.connection()
     known: dict[str, KnownEntry] = {}
     rows = conn.execute(_KNOWN_BY_KEY, {"feed": feed_id, "keys": [e.key for e in entries]})
     for key, item_id, content_hash, pruned, hash_updates, has_url in rows:
