@@ -26,6 +26,7 @@ of site, temporary files, the journal) while CPU time stays within a few percent
 from __future__ import annotations
 
 import argparse
+import itertools
 import random
 import resource
 import shutil
@@ -372,7 +373,7 @@ def main() -> None:
             f"in {time.perf_counter() - t:.1f} s"
         )
         sites = args.out or tmp / "sites"
-        runs = iter(range(1_000_000))
+        runs = itertools.count()
         out = sites / "0"
 
         def new_folder() -> None:
