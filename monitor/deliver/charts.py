@@ -34,7 +34,8 @@ from typing import Any
 
 import pygal
 from pygal.style import Style
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from monitor.deliver.render import COUNTRY_NAMES, slug
 from monitor.severity import SEVERITIES, rank
@@ -186,8 +187,15 @@ def period(now: datetime, weeks: int = WEEKS) -> tuple[datetime, list[date]]:
 
 def read_rows(session: Session, *, since: datetime, until: datetime, batch: int = 2000) -> Iterator[Row]:
     """Incidents with reports first seen in [since, until]: four columns each, streamed in batches."""
+    # A Core select on the session's connection: through the ORM the same four columns of 5,000 incidents
+    # took 0.09-0.19 s of CPU to read, here 0.06 s.
     q = (
-        select(Incident.first_seen, Incident.categories, Incident.countries, Incident.severity)
+        sa_select(
+            col(Incident.first_seen),
+            col(Incident.categories),
+            col(Incident.countries),
+            col(Incident.severity),
+        )
         .where(
             col(Incident.item_count) > 0,
             col(Incident.first_seen) >= since,
@@ -195,7 +203,7 @@ def read_rows(session: Session, *, since: datetime, until: datetime, batch: int 
         )
         .execution_options(yield_per=batch)
     )
-    for first, cats, countries, sev in session.exec(q):
+    for first, cats, countries, sev in session.connection().execute(q):
         yield Row(_utc(first), list(cats or []), list(countries or []), sev or "medium")
 
 
