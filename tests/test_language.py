@@ -208,3 +208,10 @@ def test_a_decision_and_an_index_document_come_back_from_a_worker_unchanged() ->
     )
     doc = document("Белсенді сотта", "Сот оған айыппұл салды.", d.language)
     assert pickle.loads(pickle.dumps((d, doc))) == (d, doc)
+    # A document travels as its joined streams: both index formats come out of it the same.
+    from monitor.search.backends import fts5_row, tsvector_literals
+
+    back = pickle.loads(pickle.dumps(document("Стали задержаны", "активисты стали сталью", "ru")))
+    made = document("Стали задержаны", "активисты стали сталью", "ru")
+    assert any(made.keys) and fts5_row(back) == fts5_row(made)
+    assert tsvector_literals(back) == tsvector_literals(made) and back == made

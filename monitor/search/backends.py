@@ -38,9 +38,9 @@ def is_search_table(name: str) -> bool:
 
 
 def fts5_row(doc: Document) -> tuple[str, str, str]:
-    """(s, l, k) column values."""
-    keys = " ".join(k for ks in doc.keys for k in ks)
-    return " ".join(doc.surface), " ".join(doc.lemmas), keys
+    """(s, l, k) column values: the streams joined by spaces (made once per document, in the poll's language
+    worker for new items)."""
+    return doc.joined()
 
 
 def _fq(tokens: list[str] | tuple[str, ...]) -> str:

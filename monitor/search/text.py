@@ -181,18 +181,83 @@ def analyse(word: str, mode: str) -> WordKeys:
     return WordKeys(lemmas[0] if lemmas else word, keys)
 
 
-@dataclass(frozen=True, slots=True)
 class Document:
-    """The index entry of one item: S and L are aligned by position; K[i] are the keys of word i."""
+    """The index entry of one item: S and L are aligned by position; K[i] are the keys of word i.
 
-    surface: list[str]
-    lemmas: list[str]
-    keys: list[tuple[str, ...]]
-    title_words: int  # the first this many positions come from the title
+    The poll's language worker makes one for every new item and sends it back, and there the lists (hundreds
+    of strings each) cost more to unpickle than all the rest of the result: so a Document travels as its
+    streams joined by spaces, which is what FTS5 stores (`joined`, backends.fts5_row), and its lists are split
+    again only when something asks for them (PostgreSQL's tsvectors, tests)."""
+
+    __slots__ = ("_joined", "_lists", "_sparse", "title_words")
+
+    def __init__(
+        self, surface: list[str], lemmas: list[str], keys: list[tuple[str, ...]], title_words: int
+    ) -> None:
+        self._lists: tuple[list[str], list[str], list[tuple[str, ...]]] | None = (surface, lemmas, keys)
+        self._joined: tuple[str, str, str] | None = None
+        self._sparse: tuple[tuple[int, tuple[str, ...]], ...] = ()  # a packed one's keys: (position, keys)
+        self.title_words = title_words  # the first this many positions come from the title
+
+    @property
+    def surface(self) -> list[str]:
+        return self._unpacked()[0]
+
+    @property
+    def lemmas(self) -> list[str]:
+        return self._unpacked()[1]
+
+    @property
+    def keys(self) -> list[tuple[str, ...]]:
+        return self._unpacked()[2]
+
+    def joined(self) -> tuple[str, str, str]:
+        """S, L and every word's K keys in order, each stream's tokens joined by single spaces."""
+        if self._joined is None:
+            surface, lemmas, keys = self._unpacked()
+            self._joined = (" ".join(surface), " ".join(lemmas), " ".join(k for ks in keys for k in ks))
+        return self._joined
+
+    def _unpacked(self) -> tuple[list[str], list[str], list[tuple[str, ...]]]:
+        if self._lists is None:
+            assert self._joined is not None
+            surface, lemmas = self._joined[0].split(" "), self._joined[1].split(" ")
+            keys: list[tuple[str, ...]] = [()] * len(surface)
+            for i, ks in self._sparse:
+                keys[i] = ks
+            self._lists = (surface, lemmas, keys)
+        return self._lists
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Document):
+            return NotImplemented
+        return self.title_words == other.title_words and self._unpacked() == other._unpacked()
+
+    __hash__ = None  # type: ignore[assignment]  # it holds lists, as the dataclass it replaced did
+
+    def __repr__(self) -> str:
+        surface, lemmas, keys = self._unpacked()
+        return (
+            f"Document(surface={surface!r}, lemmas={lemmas!r}, keys={keys!r}, title_words={self.title_words})"
+        )
 
     def __reduce__(self) -> tuple[object, ...]:
-        # Sent back from the poll's language worker for every new item (see LanguageDecision.__reduce__).
-        return (Document, (self.surface, self.lemmas, self.keys, self.title_words))
+        surface, lemmas, keys = self._unpacked()
+        joined = self.joined()
+        # The joined streams split back into the same words only if none holds a space (ours never do: words
+        # are WORD_RE matches, and lemmas single words) and there is at least one.
+        if surface and joined[0].count(" ") == len(surface) - 1 and joined[1].count(" ") == len(lemmas) - 1:
+            return (_packed, (joined, tuple((i, ks) for i, ks in enumerate(keys) if ks), self.title_words))
+        return (Document, (surface, lemmas, keys, self.title_words))
+
+
+def _packed(
+    joined: tuple[str, str, str], sparse: tuple[tuple[int, tuple[str, ...]], ...], title_words: int
+) -> Document:
+    """A Document from its pickled form (Document.__reduce__): the joined streams now, the lists when asked."""
+    doc = Document.__new__(Document)
+    doc._joined, doc._lists, doc._sparse, doc.title_words = joined, None, sparse, title_words
+    return doc
 
 
 def document(title: str, text: str, language: str | None) -> Document:
