@@ -11,6 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sqlalchemy import select as sa_select
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
@@ -19,6 +20,8 @@ from monitor.store.models import Item, ItemSource
 
 if TYPE_CHECKING:
     from monitor.ingest.article import ArticleResult, Pending
+
+_ITEM = Item.__table__  # type: ignore[attr-defined]
 
 
 def _fill_evidence(row: ItemArticle, art: ArticleResult, *, matched: bool, archive: bool) -> None:
@@ -52,18 +55,37 @@ def record_articles(
     q = select(ItemSource.item_id, ItemSource.entry_key).where(
         col(ItemSource.feed_id) == feed_id, col(ItemSource.item_id).in_(ids)
     )
-    written = 0
+    todo: list[tuple[int, Pending]] = []
     for item_id, key in session.exec(q).all():
         p = pending.pop((feed_id, key), None)
         if p is None:
             continue
         if p.article is None:
             continue  # only the language changed, and that is on the item
-        item = session.get(Item, item_id)
-        if item is None:
+        todo.append((item_id, p))
+    if not todo:
+        return 0
+    # The items' categories and their article rows (new items have none), each in one query for the feed:
+    # fetched one by one (two ORM gets an article, the item's text and HTML loaded too) they cost more than
+    # storing the feed's items.
+    wanted = [item_id for item_id, _ in todo]
+    categories = dict(
+        session.execute(sa_select(_ITEM.c.id, _ITEM.c.categories).where(_ITEM.c.id.in_(wanted)))
+        .tuples()
+        .all()
+    )
+    existing = {
+        row.item_id: row
+        for row in session.exec(select(ItemArticle).where(col(ItemArticle.item_id).in_(wanted))).all()
+    }
+    written = 0
+    for item_id, p in todo:
+        if item_id not in categories:
             continue
         art = p.article
-        row = session.get(ItemArticle, item_id) or ItemArticle(item_id=item_id, url=art.url)
+        assert art is not None
+        row = existing.get(item_id) or ItemArticle(item_id=item_id, url=art.url)
+        existing[item_id] = row  # two entries of the document may be one item: one row, as the ORM's get gave
         row.teaser, row.language = p.teaser, dict(p.language)
         if art.reason == "deferred":  # not tried: due at once, for the retries of this or the next poll
             row.state, row.classified, row.reason, row.detail, row.next_attempt_at = (
@@ -79,7 +101,7 @@ def record_articles(
         row.attempts += 1
         row.last_attempt_at = now
         row.etag, row.last_modified = art.etag, art.last_modified
-        matched = bool(item.categories)
+        matched = bool(categories[item_id])
         _fill_evidence(row, art, matched=matched, archive=p.archive)
         if art.ok:
             _mark_read(row)
