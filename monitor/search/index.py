@@ -105,13 +105,13 @@ def _write_documents(db: Db, docs: Sequence[tuple[int, Document]]) -> None:
     ids = [item_id for item_id, _ in docs]
     if dialect_name(db) == "sqlite":
         db.execute(text(f"DELETE FROM {FTS_TABLE} WHERE rowid IN ({','.join(str(int(i)) for i in ids)})"))
-        params: list[dict[str, Any]] = []
-        for item_id, doc in docs:
-            s, lem, k = fts5_row(doc)
-            params.append({"id": item_id, "s": s, "l": lem, "k": k})
-        db.execute(text(f"INSERT INTO {FTS_TABLE} (rowid, s, l, k) VALUES (:id, :s, :l, :k)"), params)
+        # Plain strings and ints, nothing to convert: straight to the DBAPI cursor as tuples, without
+        # SQLAlchemy's per-row handling of named parameters (a poll writes every new item here).
+        rows = [(item_id, *fts5_row(doc)) for item_id, doc in docs]
+        conn = db.connection() if isinstance(db, Session) else db
+        conn.exec_driver_sql(f"INSERT INTO {FTS_TABLE} (rowid, s, l, k) VALUES (?, ?, ?, ?)", rows)
     else:
-        params = []
+        params: list[dict[str, Any]] = []
         for item_id, doc in docs:
             full, head = tsvector_literals(doc)
             params.append({"id": item_id, "doc": full, "head": head})
