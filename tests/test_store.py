@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Column, Engine, Integer, MetaData, Table, Text, inspect
 from sqlmodel import Session, SQLModel, select
 
 from monitor.search import is_search_table
@@ -156,3 +158,73 @@ def test_sync_feeds_adds_changes_and_drops_only_what_config_says(engine: Engine)
     # An edited address wins over the redirect learnt for the old one, and its validators go with it.
     assert rows["b"].url == rows["b"].config_url == "https://b.example/new" and rows["b"].etag is None
     assert not rows["gone"].enabled and rows["cli"].enabled and rows["cli"].origin == "cli"
+
+
+def _insert_via(kind: str, tmp_path: Path, table: Table, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    from monitor.store.items import _insert_many
+
+    eng = make_engine(f"sqlite:///{tmp_path / kind}.db")
+    table.metadata.create_all(eng, tables=[table])
+    with eng.begin() as conn:
+        if kind == "ours":
+            _insert_many(conn, table, rows)
+        else:
+            conn.execute(table.insert(), rows)
+    with eng.connect() as conn:
+        stored = [tuple(r) for r in conn.exec_driver_sql(f"SELECT * FROM {table.name} ORDER BY id")]
+    eng.dispose()
+    return stored
+
+
+def test_the_direct_sqlite_insert_stores_what_sqlalchemys_insert_stores(tmp_path: Path) -> None:
+    # Shared objects (converted once) beside per-row values, JSON, dates, NULLs and booleans: the raw stored
+    # values must be those SQLAlchemy's own executemany writes.
+    from monitor.store.models import Item
+
+    table = Item.__table__  # type: ignore[attr-defined]
+    when = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
+    empty: dict[str, Any] = {}
+    rows = [
+        {
+            "id": i,
+            "feed_id": "tengrinews",
+            "url": f"https://tengrinews.kz/news/{i}" if i % 3 else None,
+            "title": ["Активиста задержали в Алматы", "Journalist fined", "Белсенді ұсталды"][i % 3],
+            "text": "текст " * i,
+            "html": "",
+            "author": None,
+            "language": ["ru", "en", "kk"][i % 3],
+            "published": datetime(2026, 11, 1, i, tzinfo=UTC),
+            "published_estimated": bool(i % 2),
+            "fetched": when,
+            "updated": None,
+            "content_hash": f"h{i}",
+            "hash_updates": 0,
+            "categories": ["arrest_detention"] if i % 2 else [],
+            "countries": ["KZ"],
+            "matches": empty,
+            "places": [{"country": "KZ", "entry": "Алматы", "field": "title"}],
+            "rules_version": None,
+            "incident_id": None,
+            "grouping": None,
+            "pruned": False,
+            "display": None,
+        }
+        for i in range(1, 8)
+    ]
+    assert {c.name for c in table.c} == set(rows[0]), "the test fills every column, and only those"
+    ours = _insert_via("ours", tmp_path, table, rows)
+    assert ours == _insert_via("sqlalchemy", tmp_path, table, rows)
+    assert len(ours) == 7 and ours[0][0] == 1
+
+
+def test_the_direct_sqlite_insert_leaves_a_column_default_to_sqlalchemy(tmp_path: Path) -> None:
+    table = Table(
+        "counted",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("name", Text, nullable=False),
+        Column("n", Integer, nullable=False, default=5),  # filled by SQLAlchemy, not in the rows
+    )
+    rows = [{"id": 1, "name": "a"}, {"id": 2, "name": "b"}]
+    assert _insert_via("ours", tmp_path, table, rows) == [(1, "a", 5), (2, "b", 5)]

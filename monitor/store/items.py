@@ -316,7 +316,7 @@ def _insert_items(session: Session, rows: list[dict[str, Any]]) -> list[int]:
     return ids
 
 
-_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Any]]] = {}
+_INSERTS: dict[tuple[str, str, tuple[str, ...]], tuple[str, list[Any]] | None] = {}
 
 
 def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> None:
@@ -328,12 +328,17 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
     if any(tuple(r) != keys for r in rows):  # not one shape: let SQLAlchemy sort the parameters out
         conn.execute(table.insert(), rows)
         return
-    cached = _INSERTS.get((conn.dialect.name, table.name, keys))
-    if cached is None:
+    shape = (conn.dialect.name, table.name, keys)
+    if shape not in _INSERTS:
         compiled = table.insert().compile(dialect=conn.dialect, column_keys=list(keys))
-        assert compiled.positiontup == list(keys), "positional parameters in column order (SQLite's ?)"
         procs = [table.c[k].type.dialect_impl(conn.dialect).bind_processor(conn.dialect) for k in keys]
-        cached = _INSERTS[(conn.dialect.name, table.name, keys)] = (str(compiled), procs)
+        # Our tuples fill positional parameters in the rows' key order: a statement whose parameters come in
+        # another order or count (a column default SQLAlchemy would fill in) goes through SQLAlchemy instead.
+        _INSERTS[shape] = (str(compiled), procs) if compiled.positiontup == list(keys) else None
+    cached = _INSERTS[shape]
+    if cached is None:
+        conn.execute(table.insert(), rows)
+        return
     sql, procs = cached
     columns: list[list[Any]] = []
     for key, proc in zip(keys, procs, strict=True):
