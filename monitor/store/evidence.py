@@ -69,11 +69,12 @@ def record_articles(
     # fetched one by one (two ORM gets an article, the item's text and HTML loaded too) they cost more than
     # storing the feed's items.
     wanted = [item_id for item_id, _ in todo]
-    categories = dict(
-        session.execute(sa_select(_ITEM.c.id, _ITEM.c.categories).where(_ITEM.c.id.in_(wanted)))
-        .tuples()
-        .all()
-    )
+    categories: dict[int, Any] = {
+        item_id: cats
+        for item_id, cats in session.execute(
+            sa_select(_ITEM.c.id, _ITEM.c.categories).where(_ITEM.c.id.in_(wanted))
+        )
+    }
     existing = {
         row.item_id: row
         for row in session.exec(select(ItemArticle).where(col(ItemArticle.item_id).in_(wanted))).all()
