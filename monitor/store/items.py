@@ -284,10 +284,7 @@ def write_entries(
         stats.linked += 1
         sources.append(_source(target, feed_id, link.entry, now))
     if sources:
-        if session.get_bind().dialect.name == "sqlite":
-            _insert_many(session.connection(), _SOURCE, sources)
-        else:
-            session.execute(_SOURCE.insert(), sources)
+        _insert_many(session.connection(), _SOURCE, sources)
     # Search index entries are written in this same transaction, so an item is findable once it is stored.
     # Documents made ahead (the poll's language worker) are used when they fit what was written.
     made = {}
@@ -323,9 +320,10 @@ def _insert_many(conn: Connection, table: Any, rows: list[dict[str, Any]]) -> No
     """INSERT the rows in one executemany on the DBAPI cursor, each value converted by its column's own bind
     processor as SQLAlchemy's execute would, but a value every row shares (the same object: the feed, the fetch
     time, the empty classification) converted once: SQLAlchemy's per-row, per-column parameter handling cost
-    more than SQLite's insert of the rows."""
+    more than SQLite's insert of the rows. Other databases, and rows of more than one shape, go through
+    SQLAlchemy's own executemany."""
     keys = tuple(rows[0])
-    if any(tuple(r) != keys for r in rows):  # not one shape: let SQLAlchemy sort the parameters out
+    if conn.dialect.name != "sqlite" or any(tuple(r) != keys for r in rows):
         conn.execute(table.insert(), rows)
         return
     shape = (conn.dialect.name, table.name, keys)
