@@ -379,17 +379,21 @@ def measure_pairs(
     """The baseline and the subject run by turns (base, subject, base, subject...), so a spell of load on this
     shared machine falls on both alike; returns both and each pair's CPU ratio, subject over baseline.
     `setup` runs before each run of the subject, untimed."""
-    times: dict[str, tuple[list[float], list[float]]] = {base[0]: ([], []), subject[0]: ([], [])}
-    results: dict[str, Any] = {}
+    sides = ((base, None), (subject, setup))
+    walls: tuple[list[float], list[float]] = ([], [])
+    cpus: tuple[list[float], list[float]] = ([], [])
+    results: list[Any] = [None, None]
     for _ in range(repeat):
-        for label, fn in (base, subject):
-            if setup is not None and label == subject[0]:
-                setup()
-            wall, cpu, results[label] = _timed(fn, True)
-            times[label][0].append(wall)
-            times[label][1].append(cpu)
-    b = _report(base[0], *times[base[0]], _peak(base[1], True, None), results[base[0]])
-    s = _report(subject[0], *times[subject[0]], _peak(subject[1], True, setup), results[subject[0]])
+        for i, ((_, fn), before) in enumerate(sides):
+            if before is not None:
+                before()
+            wall, cpu, results[i] = _timed(fn, True)
+            walls[i].append(wall)
+            cpus[i].append(cpu)
+    b, s = (
+        _report(label, walls[i], cpus[i], _peak(fn, True, before), results[i])
+        for i, ((label, fn), before) in enumerate(sides)
+    )
     ratios = [sc / bc for sc, bc in zip(s.cpus, b.cpus, strict=True)]
     return b, s, ratios
 
